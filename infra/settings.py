@@ -1,0 +1,146 @@
+"""One settings object for every Veil process.
+
+Read from the environment with the ``VEIL_`` prefix; nested groups use ``__`` (for example
+``VEIL_S3__ENDPOINT`` or ``VEIL_DB__URL``). Defaults target the embedded local stack started by
+``veil stack up``; ``VEIL_ENV=production`` refuses the default credentials so that a forgotten
+variable cannot ship the development secrets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRET = "veil-dev-secret-change-me"
+
+
+class S3Credentials(BaseModel):
+    access_key: str
+    secret_key: SecretStr
+
+
+def _creds(role: str) -> S3Credentials:
+    return S3Credentials(access_key=f"veil-{role}", secret_key=SecretStr(DEFAULT_SECRET))
+
+
+class S3Settings(BaseModel):
+    """Object storage. One credential pair per role keeps `raw` readable only by those who must."""
+
+    endpoint: str = "127.0.0.1:8333"
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket_raw: str = "veil-raw"
+    bucket_work: str = "veil-work"
+    bucket_redacted: str = "veil-redacted"
+    bucket_inbox: str = "veil-inbox"
+    # admin: creates buckets, runs purges and erasures; producer: writes raw, reads the inbox;
+    # worker: reads raw, writes work and redacted; operator: reads redacted (export, DSAR).
+    admin: S3Credentials = Field(default_factory=lambda: _creds("admin"))
+    producer: S3Credentials = Field(default_factory=lambda: _creds("producer"))
+    worker: S3Credentials = Field(default_factory=lambda: _creds("worker"))
+    operator: S3Credentials = Field(default_factory=lambda: _creds("operator"))
+
+    def buckets(self) -> list[str]:
+        return [self.bucket_raw, self.bucket_work, self.bucket_redacted, self.bucket_inbox]
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql://postgres@127.0.0.1:5432/veil"
+    connect_timeout_s: int = 5
+
+
+class BrokerSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    result_url: str = "redis://127.0.0.1:6379/1"
+    queue_prefix: str = "veil"
+
+
+class LimitSettings(BaseModel):
+    """Guards against hostile input and runaway tasks (invariants 2 and 7)."""
+
+    max_image_pixels: int = 80_000_000
+    max_file_bytes: int = 2 * 1024**3
+    task_soft_time_limit_s: int = 540
+    task_hard_time_limit_s: int = 600
+    # Redis re-delivers an unacknowledged task after this long; it must exceed the hard limit.
+    visibility_timeout_s: int = 3600
+    # A running job whose lease expired is presumed dead and re-enqueued by the sweeper.
+    job_lease_s: int = 900
+    max_attempts: int = 5
+    retry_backoff_max_s: int = 120
+    relay_grace_s: int = 30
+    requeue_after_s: int = 1800
+
+
+class ModelSettings(BaseModel):
+    """Weights come from installed packages or a configured path, never a download."""
+
+    centerface_path: Path | None = None
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = 0
+
+
+class StackSettings(BaseModel):
+    state_dir: Path = REPO_ROOT / ".state"
+    s3_port: int = 8333
+    master_port: int = 9333
+    volume_port: int = 8080
+    filer_port: int = 8888
+    flower_port: int = 5555
+    flower_user: str = "veil"
+    flower_password: SecretStr = SecretStr(DEFAULT_SECRET)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VEIL_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    s3: S3Settings = Field(default_factory=S3Settings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    policies_file: Path = Path(__file__).resolve().parent / "assets" / "policies.toml"
+    default_policy: str = "default"
+    worker_concurrency: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        hard = self.limits.task_hard_time_limit_s
+        if self.limits.visibility_timeout_s <= hard:
+            raise ValueError(
+                f"limits.visibility_timeout_s ({self.limits.visibility_timeout_s}) must exceed "
+                f"the hard task time limit ({hard}), or Redis re-delivers running tasks"
+            )
+        if self.limits.task_soft_time_limit_s >= hard:
+            raise ValueError("limits.task_soft_time_limit_s must be below the hard limit")
+        if self.limits.job_lease_s <= hard:
+            raise ValueError("limits.job_lease_s must exceed the hard task time limit")
+        if self.env == "production":
+            secrets = [c.secret_key.get_secret_value() for c in self.s3_roles().values()]
+            secrets.append(self.stack.flower_password.get_secret_value())
+            if DEFAULT_SECRET in secrets:
+                raise ValueError("production refuses the default credentials: set VEIL_S3__* "
+                                 "and VEIL_STACK__FLOWER_PASSWORD")
+        return self
+
+    def s3_roles(self) -> dict[str, S3Credentials]:
+        return {"admin": self.s3.admin, "producer": self.s3.producer,
+                "worker": self.s3.worker, "operator": self.s3.operator}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""The ingest side and the operator's `veil` command."""
