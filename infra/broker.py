@@ -1,0 +1,83 @@
+"""Celery configuration, derived from settings in this one place (STYLE habit 2).
+
+Reliability choices, each pinned by a test:
+- ``task_acks_late`` with ``task_reject_on_worker_lost``: a task is acknowledged only when it
+  finished, so a SIGKILLed worker's task goes back to the queue instead of vanishing.
+- ``worker_prefetch_multiplier = 1``: a worker holds one task at a time, so a slow image does not
+  hide others behind it and a crash loses at most one in-flight delivery.
+- Redis ``visibility_timeout`` above the hard time limit: otherwise Redis re-delivers a task that
+  is still legitimately running and two workers race on it.
+- Task events on (``worker_send_task_events``, ``task_send_sent_event``) so Flower sees tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+
+from infra.settings import Settings, get_settings
+from schemas import messages
+
+QUEUE_JOBS = "jobs"
+QUEUE_MAINTENANCE = "maintenance"
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    return f"{settings.broker.queue_prefix}.{queue}"
+
+
+def celery_config(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    limits = settings.limits
+    jobs_q = queue_name(settings, QUEUE_JOBS)
+    maint_q = queue_name(settings, QUEUE_MAINTENANCE)
+    return {
+        "broker_url": settings.broker.url,
+        "result_backend": settings.broker.result_url,
+        "result_expires": 3600,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": limits.task_hard_time_limit_s,
+        "task_soft_time_limit": limits.task_soft_time_limit_s,
+        "broker_transport_options": {
+            "visibility_timeout": limits.visibility_timeout_s,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+        },
+        "broker_connection_retry_on_startup": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": jobs_q,
+        "task_routes": {
+            messages.REDACT_IMAGE: {"queue": jobs_q},
+            messages.RELAY_OUTBOX: {"queue": maint_q},
+            messages.SWEEP_LEASES: {"queue": maint_q},
+        },
+        "beat_schedule": {
+            "relay-outbox": {"task": messages.RELAY_OUTBOX, "schedule": timedelta(seconds=10)},
+            "sweep-leases": {"task": messages.SWEEP_LEASES, "schedule": timedelta(seconds=60)},
+        },
+        "timezone": "UTC",
+    }
+
+
+def make_celery(settings: Settings | None = None, name: str = "veil") -> Celery:
+    app = Celery(name)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def send_job(app: Celery, task_name: str, job_id: str) -> None:
+    """Send a job task by name (the producer never imports the workers). Ids only."""
+    app.send_task(task_name, args=messages.job_task_args(job_id))

@@ -1,0 +1,70 @@
+"""PostgreSQL access: connections and the plain-SQL migrations in ``schemas/migrations``.
+
+Every process opens short-lived connections (a worker opens one per task phase): prefork
+children must not share a socket created before the fork, and the ledger is small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+
+from infra.settings import Settings, get_settings
+
+_MIGRATION_LOCK = 0x5E11_0001
+
+
+def connect(settings: Settings | None = None, autocommit: bool = False) -> psycopg.Connection:
+    settings = settings or get_settings()
+    return psycopg.connect(
+        settings.db.url,
+        autocommit=autocommit,
+        row_factory=dict_row,  # type: ignore[arg-type]
+        connect_timeout=settings.db.connect_timeout_s,
+        application_name="veil",
+    )
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[psycopg.Connection]:
+    """One connection, one transaction: committed on success, rolled back on any error."""
+    with connect(settings) as conn:
+        with conn.transaction():
+            yield conn
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) pairs in order, read from the installed ``schemas.migrations`` package."""
+    folder = resources.files("schemas").joinpath("migrations")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text()) for name in names]
+
+
+def apply_migrations(settings: Settings | None = None) -> list[str]:
+    """Apply pending migrations, each in its own transaction; returns the versions applied.
+
+    An advisory lock makes concurrent callers (several `migrate` containers) wait, not collide.
+    """
+    applied: list[str] = []
+    with connect(settings, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied

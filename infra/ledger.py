@@ -1,0 +1,180 @@
+"""Ledger writes and reads shared by the producer and the workers.
+
+Writes are idempotent (invariant 2): artifacts are upserted on (job, stage, model version) and a
+job's detections for a stage and model are replaced as a whole, so a task that runs twice leaves
+one artifact and one set of detections. Audit events are only ever inserted (invariant 3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from schemas.enums import AuditAction, JobState
+
+
+def audit(
+    conn: psycopg.Connection,
+    actor: str,
+    action: AuditAction,
+    *,
+    source_id: uuid.UUID | str | None = None,
+    job_id: uuid.UUID | str | None = None,
+    bucket: str | None = None,
+    key: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit_events (actor, action, source_id, job_id, bucket, key, detail)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (actor, str(action), source_id, job_id, bucket, key, Jsonb(detail or {})),
+    )
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs to run a job, loaded by id (task arguments carry nothing else)."""
+
+    job_id: uuid.UUID
+    source_id: uuid.UUID
+    kind: str
+    state: str
+    attempts: int
+    raw_bucket: str
+    raw_key: str
+    raw_version_id: str | None
+    source_sha256: str
+    policy: dict[str, Any]
+
+
+_JOB_CONTEXT_SQL = """
+SELECT j.id AS job_id, j.source_id, j.kind, j.state, j.attempts, s.raw_bucket, s.raw_key,
+       s.raw_version_id, s.sha256 AS source_sha256, s.policy
+FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s
+"""
+
+
+def load_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> JobContext | None:
+    row = conn.execute(_JOB_CONTEXT_SQL, (job_id,)).fetchone()
+    return JobContext(**row) if row else None  # type: ignore[arg-type]
+
+
+def claim_job(
+    conn: psycopg.Connection, job_id: uuid.UUID | str, worker: str, lease_s: int
+) -> JobContext | None:
+    """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
+
+    A re-delivered job that is still `running` is claimed again: at-least-once delivery means
+    a duplicate may run, and deterministic keys plus upserts make that harmless.
+    """
+    row = conn.execute(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = %s,"
+        " lease_expires_at = now() + make_interval(secs => %s),"
+        " started_at = now(), updated_at = now()"
+        " WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
+        (worker, lease_s, job_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return load_job(conn, job_id)
+
+
+def fail_job(conn: psycopg.Connection, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
+    row = conn.execute(
+        "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state <> 'succeeded' RETURNING source_id",
+        (reason, job_id),
+    ).fetchone()
+    if row:
+        audit(conn, actor, AuditAction.JOB_FAILED, source_id=row["source_id"], job_id=job_id,
+              detail={"reason": reason})
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    bucket: str
+    key: str
+    version_id: str | None
+    sha256: str
+    size_bytes: int
+    content_type: str
+    width: int | None
+    height: int | None
+    params: dict[str, Any]
+    input_sha256: str
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    frame_index: int
+    cls: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+def record_artifact(
+    conn: psycopg.Connection,
+    job: JobContext,
+    stage: str,
+    model_version: str,
+    artifact: ArtifactRecord,
+    detections: list[DetectionRow],
+) -> None:
+    """Upsert the artifact and replace the detections for (job, stage, model version)."""
+    conn.execute(
+        "INSERT INTO artifacts (job_id, source_id, stage, model_version, bucket, key, version_id,"
+        " sha256, size_bytes, content_type, width, height, params, input_sha256, timings)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (job_id, stage, model_version) DO UPDATE SET bucket = EXCLUDED.bucket,"
+        " key = EXCLUDED.key, version_id = EXCLUDED.version_id, sha256 = EXCLUDED.sha256,"
+        " size_bytes = EXCLUDED.size_bytes, content_type = EXCLUDED.content_type,"
+        " width = EXCLUDED.width, height = EXCLUDED.height, params = EXCLUDED.params,"
+        " input_sha256 = EXCLUDED.input_sha256, timings = EXCLUDED.timings, updated_at = now()",
+        (job.job_id, job.source_id, stage, model_version, artifact.bucket, artifact.key,
+         artifact.version_id, artifact.sha256, artifact.size_bytes, artifact.content_type,
+         artifact.width, artifact.height, Jsonb(artifact.params), artifact.input_sha256,
+         Jsonb(artifact.timings)),
+    )
+    conn.execute(
+        "DELETE FROM detections WHERE job_id = %s AND stage = %s AND model_version = %s",
+        (job.job_id, stage, model_version),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO detections (job_id, stage, model_version, frame_index, class, score,"
+            " x1, y1, x2, y2) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            [(job.job_id, stage, model_version, d.frame_index, d.cls, d.score, *d.box)
+             for d in detections],
+        )
+
+
+def schedule_deletion(
+    conn: psycopg.Connection,
+    source_id: uuid.UUID | str | None,
+    bucket: str,
+    key: str,
+    due_at: datetime,
+    reason: str,
+) -> None:
+    """Write (or move) the deletion task of an object; called in the object's own transaction."""
+    conn.execute(
+        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (bucket, key) DO UPDATE"
+        " SET due_at = EXCLUDED.due_at, reason = EXCLUDED.reason"
+        " WHERE deletion_tasks.state <> 'done'",
+        (source_id, bucket, key, due_at, reason),
+    )
+
+
+def finish_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> None:
+    conn.execute(
+        "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s",
+        (str(JobState.SUCCEEDED), job_id),
+    )

@@ -1,0 +1,106 @@
+"""The `veil` command.
+
+Exit codes: 0 success; 1 some job or file failed; 2 usage error (bad option, unknown policy,
+missing path); 3 a service (Redis, PostgreSQL, S3) is unavailable; 4 timed out waiting.
+User errors print one line, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from producer.cli_common import EXIT_SERVICE, ServiceUnavailable, emit, service_errors, load_settings
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Veil: redact faces in camera images on your own machines, with a ledger of every step.
+
+    \b
+    Typical session:
+      veil stack up                 start the local S3 server, check Redis and PostgreSQL
+      veil worker &                 start a worker (or `celery -A workers.app worker`)
+      veil ingest photos/ --wait    queue every image under photos/, wait for the results
+      veil status                   counts, failures, deletions due
+      veil export --all -o out/     download the redacted images
+    """
+
+
+# --- stack -----------------------------------------------------------------------------------
+
+@main.group()
+def stack() -> None:
+    """The embedded default stack: SeaweedFS S3 plus the local Redis and PostgreSQL."""
+
+
+def _print_services(statuses: list[Any], as_json: bool) -> None:
+    emit(as_json, [s.__dict__ for s in statuses], lambda: [
+        click.echo(f"{'ok  ' if s.ok else 'DOWN'}  {s.name:<10} {s.detail}") for s in statuses])
+
+
+@stack.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Print the service states as JSON.")
+def stack_up_cmd(as_json: bool) -> None:
+    """Start what is missing, create the database, migrate, create the buckets. Idempotent."""
+    from infra.stack import StackError, stack_up
+    try:
+        statuses = stack_up(load_settings(), echo=lambda m: None if as_json else click.echo(m))
+    except StackError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    _print_services(statuses, as_json)
+    if not all(s.ok for s in statuses):
+        sys.exit(EXIT_SERVICE)
+
+
+@stack.command("down")
+def stack_down_cmd() -> None:
+    """Stop the S3 server started by `veil stack up` (Redis and PostgreSQL are left running)."""
+    from infra.stack import stack_down
+    _print_services(stack_down(load_settings(), echo=click.echo), False)
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def stack_status_cmd(as_json: bool) -> None:
+    """Report each service without starting anything; exit 3 if one is down."""
+    from infra.stack import stack_status
+    statuses = stack_status(load_settings())
+    _print_services(statuses, as_json)
+    if not all(s.ok for s in statuses):
+        sys.exit(EXIT_SERVICE)
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending SQL migrations from schemas/migrations."""
+    from infra.db import apply_migrations
+    with service_errors():
+        applied = apply_migrations(load_settings())
+    click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@main.group()
+def policy() -> None:
+    """Redaction and retention policies."""
+
+
+@policy.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def policy_list(as_json: bool) -> None:
+    """List the policies declared in the policies file."""
+    from infra.policies import load_policies
+    policies = load_policies(load_settings())
+    emit(as_json, {n: p.model_dump(mode="json") for n, p in policies.items()}, lambda: [
+        click.echo(f"{p.name:<12} v{p.version}  raw {p.raw_retention_s // 86400}d"
+                   f"  {p.redaction.method}  {p.description}") for p in policies.values()])
+
+
+from producer import cli_jobs  # noqa: E402,F401  (registers ingest, status, export, redact)
+from producer import cli_services  # noqa: E402,F401  (registers worker, beat, flower)

@@ -1,0 +1,62 @@
+"""Helpers shared by the `veil` sub-commands: exit codes, progress, service errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from infra.settings import Settings, get_settings
+
+EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_TIMEOUT = 1, 2, 3, 4
+
+
+class ServiceUnavailable(click.ClickException):
+    exit_code = EXIT_SERVICE
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:
+        raise click.ClickException(f"bad settings: {exc}") from exc
+
+
+@contextmanager
+def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; silent for pipes and --json."""
+    if not enabled or not sys.stderr.isatty() or total == 0:
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+@contextmanager
+def service_errors() -> Iterator[None]:
+    """Turn connection failures into one readable line and exit code 3."""
+    import psycopg
+    import redis.exceptions
+    import urllib3.exceptions
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable(f"PostgreSQL unavailable ({exc}); run `veil stack up` or set "
+                                 "VEIL_DB__URL") from exc
+    except (redis.exceptions.ConnectionError, ConnectionRefusedError) as exc:
+        raise ServiceUnavailable(f"Redis unavailable ({exc}); run `veil stack up` or set "
+                                 "VEIL_BROKER__URL") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise ServiceUnavailable(f"S3 unavailable ({exc}); run `veil stack up` or set "
+                                 "VEIL_S3__ENDPOINT") from exc
+
+
+def emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        text()

@@ -1,0 +1,195 @@
+"""`veil ingest | status | export | redact`."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from producer.cli import main
+from producer.cli_common import (
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    emit,
+    load_settings,
+    progress_bar,
+    service_errors,
+)
+
+
+def _policy(name: str | None):  # type: ignore[no-untyped-def]
+    from infra.policies import UnknownPolicyError, get_policy
+    try:
+        return get_policy(name, load_settings())
+    except UnknownPolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from exc
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from schemas.policy import parse_duration
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _source_ids(values: tuple[str, ...]) -> list[uuid.UUID]:
+    try:
+        return [uuid.UUID(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a source id: {exc}") from exc
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--policy", "policy_name", help="Policy to apply (see `veil policy list`).")
+@click.option("--raw-ttl", callback=_duration, help="Override raw retention: 30d, 12h, 10s.")
+@click.option("--camera", help="Camera or source group, for access requests.")
+@click.option("--captured-at", type=click.DateTime(), help="Capture time when metadata lacks it.")
+@click.option("--wait", is_flag=True, help="Return when every job finished; exit 0 only if all "
+              "succeeded.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | None,
+           camera: str | None, captured_at: datetime | None, wait: bool, timeout: float,
+           as_json: bool) -> None:
+    """Queue images for redaction: files, folders (recursive) or s3://bucket/prefix.
+
+    Each original goes into the restricted `raw` bucket under its sha256; the same bytes twice
+    make one source (reported as a duplicate).
+    """
+    from infra.broker import make_celery
+    from producer.ingest import IngestError, IngestOptions, collect_inputs, ingest, wait_for
+    settings = load_settings()
+    options = IngestOptions(policy=_policy(policy_name), raw_ttl_s=raw_ttl, camera=camera,
+                            captured_at=captured_at)
+    started = time.monotonic()
+    with service_errors():
+        try:
+            items = collect_inputs(targets, settings)
+        except IngestError as exc:
+            raise click.BadParameter(str(exc), param_hint="TARGETS") from exc
+        app = make_celery(settings, name="veil-producer")
+        with progress_bar(len(items), "ingest", not as_json) as tick:
+            results = ingest(items, options, settings, app, progress=tick)
+        queued = [r.source_id for r in results if r.source_id and not r.duplicate]
+        states: dict[uuid.UUID, tuple[str, str | None]] = {}
+        if wait and queued:
+            with progress_bar(len(queued), "redact", not as_json) as tick:
+                states = wait_for(queued, settings, timeout, tick)
+        outputs = _output_keys([r.source_id for r in results if r.source_id], settings)
+    for r in results:
+        if r.source_id in states:
+            r.state, r.error = states[r.source_id]
+    payload = {
+        "sources": [{"source_id": str(r.source_id) if r.source_id else None, "file": r.name,
+                     "state": r.state, "duplicate": r.duplicate, "error": r.error,
+                     "output_key": outputs.get(r.source_id) if r.source_id else None}
+                    for r in results],
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    failed = [r for r in results if r.state in ("failed", "rejected", "cancelled")]
+    pending = [r for r in results if r.state in ("queued", "running")]
+
+    def text() -> None:
+        for r in results:
+            note = " (duplicate)" if r.duplicate else ""
+            err = f": {r.error}" if r.error else ""
+            click.echo(f"{r.source_id or '-':<36}  {r.state:<9} {r.name}{note}{err}")
+        click.echo(f"{len(results)} files, {len(queued)} queued, "
+                   f"{sum(r.duplicate for r in results)} duplicates, {len(failed)} failed")
+    emit(as_json, payload, text)
+    if failed:
+        sys.exit(EXIT_FAILED)
+    if wait and pending:
+        sys.exit(EXIT_TIMEOUT)
+
+
+def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
+    from infra import db
+    with db.connect(settings) as conn:
+        rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)",
+                            ([s for s in source_ids if s],)).fetchall()
+    return {r["source_id"]: r["key"] for r in rows}
+
+
+@main.command()
+@click.argument("source_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(source_id: str | None, as_json: bool) -> None:
+    """Counts per state, failures and deletions due; or one source's full lineage."""
+    from producer.status import lineage, overview
+    settings = load_settings()
+    with service_errors():
+        if source_id is None:
+            data = overview(settings)
+        else:
+            found = lineage(_source_ids((source_id,))[0], settings)
+            if found is None:
+                raise click.ClickException(f"no source {source_id}")
+            data = found
+    if as_json or source_id is not None:
+        emit(True, data, lambda: None)
+        return
+    jobs, dels = data["jobs"], data["deletions"]
+    click.echo(f"sources {data['sources']}  " + "  ".join(f"{k} {v}" for k, v in jobs.items()))
+    click.echo(f"deletions due {dels['due']}  overdue {dels['overdue']}  deferred "
+               f"{dels['deferred']}" + (f"  OLDEST OVERDUE {dels['oldest_overdue']}"
+                                        if dels["overdue"] else ""))
+    for f in data["failures"]:
+        click.echo(f"failed  source {f['source_id']}  job {f['job_id']}: {f['error']}")
+
+
+@main.command()
+@click.argument("source_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Export every source with an output.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool) -> None:
+    """Download redacted outputs, each named after the original's stem."""
+    from producer.export import export as run_export
+    if bool(source_ids) == all_:
+        raise click.UsageError("give SOURCE_ID... or --all (not both)")
+    settings = load_settings()
+    ids = None if all_ else _source_ids(source_ids)
+    with service_errors(), progress_bar(len(ids or []), "export", not as_json) as tick:
+        results = run_export(ids, output, settings, progress=tick)
+    errors = [r for r in results if r.error]
+    emit(as_json, [{"source_id": str(r.source_id), "path": str(r.path) if r.path else None,
+                    "error": r.error} for r in results], lambda: [
+        click.echo(f"{r.source_id}  {r.path or 'ERROR: ' + str(r.error)}") for r in results])
+    if errors:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--policy", "policy_name", help="Policy whose redaction settings apply.")
+@click.option("-j", "--processes", type=int, help="Worker processes (default: CPU count).")
+@click.option("--json", "as_json", is_flag=True)
+def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
+           processes: int | None, as_json: bool) -> None:
+    """Redact files in this process, without the stack (no ledger: for one-off use)."""
+    from producer.redact_local import count_inputs, redact_files
+    policy = _policy(policy_name)
+    started = time.monotonic()
+    with progress_bar(count_inputs(list(paths)), "redact", not as_json) as tick:
+        results = redact_files(list(paths), output, policy, processes=processes, progress=tick)
+    seconds = time.monotonic() - started
+    errors = [r for r in results if r.error]
+    emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,
+                              "faces": r.faces, "error": r.error} for r in results],
+                   "seconds": round(seconds, 3)}, lambda: (
+        [click.echo(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}") for r in results],
+        click.echo(f"{len(results)} files, {sum(r.faces for r in results)} faces, "
+                   f"{len(errors)} failed, {seconds:.1f} s")))
+    if errors:
+        sys.exit(EXIT_FAILED)

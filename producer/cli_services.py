@@ -1,0 +1,56 @@
+"""`veil worker | beat | flower`: thin wrappers over the Celery and Flower commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from producer.cli import main
+from producer.cli_common import load_settings
+
+
+def _celery(*args: str, env: dict[str, str] | None = None) -> None:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+    os.execvpe(argv[0], argv, {**os.environ, **(env or {})})
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-c", "--concurrency", type=int, help="Worker processes (default: settings, else "
+              "CPU count).")
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int | None, loglevel: str, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker (job and maintenance queues, task events on)."""
+    from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, queue_name
+    settings = load_settings()
+    queues = ",".join(queue_name(settings, q) for q in (QUEUE_JOBS, QUEUE_MAINTENANCE))
+    args = ["worker", "-E", "-Q", queues, "--loglevel", loglevel]
+    n = concurrency or settings.worker_concurrency
+    if n:
+        args += ["--concurrency", str(n)]
+    _celery(*args, *celery_args)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat: outbox relay every 10 s, lease sweeper every minute."""
+    settings = load_settings()
+    settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.stack.state_dir / "celerybeat-schedule"
+    _celery("beat", "--loglevel", loglevel, "--schedule", str(schedule), *celery_args)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, help="Port (default: settings.stack.flower_port).")
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int | None, address: str, flower_args: tuple[str, ...]) -> None:
+    """Run the Flower dashboard (basic auth from settings; /metrics for Prometheus)."""
+    settings = load_settings()
+    auth = f"{settings.stack.flower_user}:{settings.stack.flower_password.get_secret_value()}"
+    _celery("flower", f"--port={port or settings.stack.flower_port}", f"--address={address}",
+            *flower_args, env={"FLOWER_BASIC_AUTH": auth})

@@ -1,0 +1,219 @@
+"""Ingest: originals into `raw`, ledger rows in one transaction, tasks sent after commit.
+
+For each input: (1) put the bytes into `raw` under a key derived from their sha256; (2) in ONE
+PostgreSQL transaction write the source, its job, the raw deletion deadline, an outbox row and an
+audit event; (3) after commit send the task and mark the outbox row sent. A crash between (2) and
+(3) leaves an unsent outbox row that the relay sends later. The same bytes twice make one source.
+
+Inputs that are not images (zero bytes, garbage, unsupported formats) are ingested all the same
+and fail in the worker with a readable reason (invariant 7): the batch goes on, the original is
+kept until its deadline, and the ledger shows what happened to every file the user handed over.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from celery import Celery
+from minio import Minio
+from psycopg.types.json import Jsonb
+
+from infra import db, ledger, outbox
+from infra.objectstore import client_for, get_bytes, list_keys, object_exists, put_bytes
+from infra.settings import Settings
+from schemas import messages
+from schemas.enums import AuditAction, JobKind, SourceKind
+from schemas.keys import job_id_for, raw_key, sha256_hex, source_id_for
+from schemas.media import extension_for, sniff
+from schemas.policy import Policy
+
+ACTOR = "producer"
+
+
+class IngestError(Exception):
+    """A problem with the request itself (missing path, unreadable bucket): nothing was ingested
+    for that input."""
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One thing to ingest: its display name (kept in the ledger only) and how to read it."""
+
+    name: str
+    read: Callable[[], bytes]
+    origin: str
+
+
+@dataclass
+class IngestResult:
+    name: str
+    source_id: uuid.UUID | None = None
+    job_id: uuid.UUID | None = None
+    duplicate: bool = False
+    state: str = "queued"
+    error: str | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class IngestOptions:
+    policy: Policy
+    raw_ttl_s: int | None = None
+    camera: str | None = None
+    captured_at: datetime | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem]:
+    """Expand files, folders (recursively, sorted) and ``s3://bucket/prefix`` into items."""
+    items: list[InputItem] = []
+    for target in targets:
+        if target.startswith("s3://"):
+            items.extend(_s3_inputs(target, settings))
+            continue
+        path = Path(target)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            items.extend(_file_input(p) for p in files)
+        elif path.is_file():
+            items.append(_file_input(path))
+        else:
+            raise IngestError(f"no such file or folder: {target}")
+    return items
+
+
+def _file_input(path: Path) -> InputItem:
+    return InputItem(name=path.name, read=path.read_bytes, origin="upload")
+
+
+def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise IngestError(f"bad S3 address {url!r}: use s3://bucket/prefix")
+    client = client_for("producer", settings)
+    limit = settings.limits.max_file_bytes
+    try:
+        keys = sorted(list_keys(client, bucket, prefix))
+    except Exception as exc:
+        raise IngestError(f"cannot list {url}: {exc}") from exc
+    for key in keys:
+        yield InputItem(
+            name=posixpath.basename(key),
+            read=lambda k=key: get_bytes(client, bucket, k, max_bytes=limit),  # type: ignore[misc]
+            origin="s3-inbox",
+        )
+
+
+def ingest(
+    items: Sequence[InputItem],
+    options: IngestOptions,
+    settings: Settings,
+    app: Celery,
+    progress: Callable[[int], None] | None = None,
+) -> list[IngestResult]:
+    client = client_for("producer", settings)
+    results: list[IngestResult] = []
+    to_send: list[tuple[int, str, str]] = []
+    for item in items:
+        result, outbox_row = _ingest_one(item, options, settings, client)
+        results.append(result)
+        if outbox_row:
+            to_send.append(outbox_row)
+        if len(to_send) >= 50:
+            outbox.send_rows(app, settings, to_send)
+            to_send = []
+        if progress:
+            progress(1)
+    outbox.send_rows(app, settings, to_send)
+    return results
+
+
+def _ingest_one(
+    item: InputItem, options: IngestOptions, settings: Settings, client: Minio
+) -> tuple[IngestResult, tuple[int, str, str] | None]:
+    result = IngestResult(name=item.name)
+    try:
+        data = item.read()
+    except Exception as exc:  # unreadable file: reported, the batch goes on
+        result.state, result.error = "rejected", f"cannot read {item.name}: {exc}"
+        return result, None
+    if len(data) > settings.limits.max_file_bytes:
+        result.state = "rejected"
+        result.error = (f"{item.name} is {len(data)} bytes, above the limit of "
+                        f"{settings.limits.max_file_bytes}")
+        return result, None
+    digest = sha256_hex(data)
+    sniffed = sniff(data)
+    fmt = sniffed[1] if sniffed else None
+    ext = extension_for(fmt)
+    bucket, key = settings.s3.bucket_raw, raw_key(digest, ext)
+    source_id = source_id_for(digest)
+    job_id = job_id_for(source_id, JobKind.IMAGE)
+    result.sha256, result.source_id, result.job_id = digest, source_id, job_id
+
+    version_id = None
+    if not object_exists(client, bucket, key):
+        version_id = put_bytes(client, bucket, key, data, "application/octet-stream").version_id
+    ttl = options.raw_ttl_s or options.policy.raw_retention_s
+    with db.transaction(settings) as conn:
+        inserted = conn.execute(
+            "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
+            " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
+            " captured_at, origin) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (sha256) DO NOTHING RETURNING id",
+            (source_id, digest, str(SourceKind.IMAGE), fmt or "unknown", item.name, len(data),
+             bucket, key, version_id, options.policy.name, options.policy.version,
+             Jsonb(options.policy.model_dump(mode="json")), options.camera, options.captured_at,
+             item.origin),
+        ).fetchone()
+        if inserted is None:
+            row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
+                               " chunk_index LIMIT 1", (source_id,)).fetchone()
+            result.duplicate = True
+            result.state = row["state"] if row else "unknown"
+            result.error = row["error"] if row else None
+            return result, None
+        conn.execute(
+            "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
+            (job_id, source_id, str(JobKind.IMAGE)),
+        )
+        ledger.schedule_deletion(
+            conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
+            reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
+        )
+        task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
+        outbox_id = conn.execute(
+            "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id", (job_id, task)
+        ).fetchone()["id"]  # type: ignore[index]
+        ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
+                     bucket=bucket, key=key,
+                     detail={"sha256": digest, "size": len(data), "origin": item.origin,
+                             "policy": options.policy.name, "raw_ttl_s": ttl})
+    return result, (outbox_id, task, str(job_id))
+
+
+def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: float,
+             tick: Callable[[int], None] | None = None) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """Poll the ledger until every job of these sources finished (or the timeout passes)."""
+    deadline = time.monotonic() + timeout_s
+    done_before = 0
+    while True:
+        with db.connect(settings) as conn:
+            rows = conn.execute(
+                "SELECT source_id, state, error FROM jobs WHERE source_id = ANY(%s)",
+                (list(source_ids),),
+            ).fetchall()
+        states = {r["source_id"]: (r["state"], r["error"]) for r in rows}
+        finished = sum(1 for s, _ in states.values() if s in ("succeeded", "failed", "cancelled"))
+        if tick and finished > done_before:
+            tick(finished - done_before)
+            done_before = finished
+        if finished == len(states) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)

@@ -1,0 +1,88 @@
+"""`veil status`: what the ledger says, overall or for one source."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from infra import db
+from infra.settings import Settings
+
+
+def overview(settings: Settings) -> dict[str, Any]:
+    with db.connect(settings) as conn:
+        states = {r["state"]: r["n"] for r in conn.execute(
+            "SELECT state, count(*) AS n FROM jobs GROUP BY state")}
+        failures = conn.execute(
+            "SELECT j.source_id, j.id AS job_id, j.error, j.finished_at FROM jobs j"
+            " WHERE j.state = 'failed' ORDER BY j.finished_at DESC NULLS LAST LIMIT 50"
+        ).fetchall()
+        deletions = conn.execute(
+            "SELECT count(*) FILTER (WHERE due_at > now()) AS due,"
+            " count(*) FILTER (WHERE due_at <= now()) AS overdue,"
+            " min(due_at) FILTER (WHERE due_at <= now()) AS oldest_overdue,"
+            " min(due_at) AS next_due"
+            " FROM deletion_tasks WHERE state IN ('pending', 'failed')"
+        ).fetchone() or {}
+        deferred = conn.execute(
+            "SELECT count(*) AS n FROM deletion_tasks WHERE state = 'deferred'").fetchone()
+        sources = conn.execute("SELECT count(*) AS n FROM sources").fetchone()
+    return {
+        "sources": sources["n"] if sources else 0,
+        "jobs": {s: states.get(s, 0) for s in
+                 ("queued", "running", "succeeded", "failed", "cancelled")},
+        "failures": [{"source_id": str(f["source_id"]), "job_id": str(f["job_id"]),
+                      "error": f["error"]} for f in failures],
+        "deletions": {
+            "due": deletions.get("due", 0),
+            "overdue": deletions.get("overdue", 0),
+            "deferred": deferred["n"] if deferred else 0,
+            "oldest_overdue": _iso(deletions.get("oldest_overdue")),
+            "next_due": _iso(deletions.get("next_due")),
+        },
+    }
+
+
+def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
+    with db.connect(settings) as conn:
+        source = conn.execute(
+            "SELECT id, sha256, kind, media_format, original_name, size_bytes, raw_bucket, raw_key,"
+            " raw_version_id, policy_name, policy_version, camera, captured_at, origin, created_at"
+            " FROM sources WHERE id = %s", (source_id,)).fetchone()
+        if source is None:
+            return None
+        jobs = conn.execute(
+            "SELECT id, kind, chunk_index, state, attempts, error, worker, enqueued_at, started_at,"
+            " finished_at FROM jobs WHERE source_id = %s ORDER BY chunk_index", (source_id,)
+        ).fetchall()
+        artifacts = conn.execute(
+            "SELECT job_id, stage, model_version, bucket, key, version_id, sha256, size_bytes,"
+            " content_type, width, height, params, input_sha256, timings, created_at"
+            " FROM artifacts WHERE source_id = %s ORDER BY id", (source_id,)).fetchall()
+        detections = conn.execute(
+            "SELECT d.job_id, d.frame_index, d.class, d.score, d.x1, d.y1, d.x2, d.y2"
+            " FROM detections d JOIN jobs j ON j.id = d.job_id WHERE j.source_id = %s"
+            " ORDER BY d.frame_index, d.score DESC", (source_id,)).fetchall()
+        deletions = conn.execute(
+            "SELECT bucket, key, due_at, state, reason, done_at FROM deletion_tasks"
+            " WHERE source_id = %s ORDER BY due_at", (source_id,)).fetchall()
+    return _jsonable({
+        "source": source, "jobs": jobs, "artifacts": artifacts,
+        "detections": detections, "deletions": deletions,
+    })
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

@@ -1,0 +1,18 @@
+"""Task names and their arguments. Arguments are ids only (invariant 5): never pixels, file
+names or URLs, because Flower, Redis and logs all see them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+REDACT_IMAGE: Final = "veil.redact_image"
+RELAY_OUTBOX: Final = "veil.relay_outbox"
+SWEEP_LEASES: Final = "veil.sweep_leases"
+
+TASK_FOR_JOB_KIND: Final = {"image": REDACT_IMAGE}
+
+
+def job_task_args(job_id: uuid.UUID | str) -> list[str]:
+    """The positional arguments of every job task: the job id as a string, nothing else."""
+    return [str(uuid.UUID(str(job_id)))]

@@ -1,0 +1,96 @@
+"""Retries, permanent failures and dead letters for job tasks, in one place.
+
+Errors fall in three groups:
+- permanent (bad input, a missing or tampered raw object): the job fails at once with a reason a
+  person can read; the original stays in `raw` until its deadline (invariants 1 and 7);
+- transient (Redis, PostgreSQL or S3 unreachable, S3 5xx): retried with exponential backoff and
+  jitter up to ``limits.max_attempts``, then failed and written to `dead_letters`;
+- anything else is a defect: retried once more in case it was the environment, then failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import redis.exceptions
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from infra import db, ledger
+from infra.objectstore import is_transient
+from infra.settings import Settings
+from workers.imageio import BadInputError
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_ERROR_RETRIES = 1
+
+
+class PermanentJobError(Exception):
+    """A failure that no retry can fix; its message is shown to the operator."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return isinstance(exc, BadInputError | PermanentJobError)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg.OperationalError | redis.exceptions.ConnectionError):
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return is_transient(exc)
+
+
+def backoff_s(retries: int, cap_s: int) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, 2 ** retries)]."""
+    return random.uniform(0.5, float(min(cap_s, 2 ** (retries + 1))))
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if is_permanent(exc) else f"{exc.__class__.__name__}: {text}"
+
+
+def dead_letter(settings: Settings, job_id: str, task_name: str, reason: str, attempts: int,
+                actor: str) -> None:
+    with db.transaction(settings) as conn:
+        ledger.fail_job(conn, job_id, reason, actor)
+        conn.execute(
+            "INSERT INTO dead_letters (job_id, task_name, error, attempts) VALUES (%s,%s,%s,%s)",
+            (job_id, task_name, reason, attempts),
+        )
+
+
+def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
+                body: Callable[[], Any]) -> Any:
+    """Run a job body under the retry policy; returns the body's result or ``"failed"``."""
+    retries = int(task.request.retries or 0)
+    try:
+        return body()
+    except SoftTimeLimitExceeded:
+        reason = (f"job {job_id} exceeded the time limit of "
+                  f"{settings.limits.task_soft_time_limit_s} s")
+        dead_letter(settings, job_id, task.name, reason, retries + 1, actor)
+        return "failed"
+    except Exception as exc:
+        reason = describe(exc)
+        if is_permanent(exc):
+            log.info("job %s failed permanently: %s", job_id, reason)
+            with db.transaction(settings) as conn:
+                ledger.fail_job(conn, job_id, reason, actor)
+            return "failed"
+        allowed = settings.limits.max_attempts - 1 if is_transient_error(exc) \
+            else UNKNOWN_ERROR_RETRIES
+        if retries >= allowed:
+            log.warning("job %s gave up after %d attempts: %s", job_id, retries + 1, reason)
+            dead_letter(settings, job_id, task.name, f"gave up after {retries + 1} attempts: "
+                        f"{reason}", retries + 1, actor)
+            return "failed"
+        log.warning("job %s attempt %d failed, retrying: %s", job_id, retries + 1, reason)
+        raise task.retry(exc=exc, countdown=backoff_s(retries, settings.limits.retry_backoff_max_s),
+                         max_retries=allowed) from exc

@@ -1,0 +1,36 @@
+"""Celery tasks: thin wrappers that load ids and call plain functions (STYLE habit 1).
+
+Arguments are job ids only, so Flower, Redis and logs never see file names or pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from infra import outbox
+from infra.settings import get_settings
+from schemas import messages
+from workers import maintenance, runtime
+from workers.app import app
+from workers.image_job import process_image_job
+from workers.reliability import run_guarded
+
+
+@app.task(name=messages.REDACT_IMAGE, bind=True, max_retries=None)
+def redact_image(self: Task, job_id: str) -> Any:
+    settings = get_settings()
+    actor = runtime.worker_identity()
+    return run_guarded(self, settings, job_id, actor,
+                       lambda: process_image_job(job_id, settings, runtime.detector(), actor))
+
+
+@app.task(name=messages.RELAY_OUTBOX, ignore_result=True)
+def relay_outbox() -> int:
+    return outbox.relay(app, get_settings())
+
+
+@app.task(name=messages.SWEEP_LEASES, ignore_result=True)
+def sweep_leases() -> dict[str, int]:
+    return maintenance.sweep(app, get_settings())
