@@ -12,7 +12,7 @@ import threading
 
 from infra.settings import get_settings
 from workers.detectors.base import Detector
-from workers.detectors.registry import CenterFaceConfig, build_detector
+from workers.detectors.registry import build_detector, parse_detector_config
 
 _lock = threading.Lock()
 _detector: Detector | None = None
@@ -23,7 +23,8 @@ def detector() -> Detector:
     global _detector, _detector_pid
     with _lock:
         if _detector is None or _detector_pid != os.getpid():
-            _detector = build_detector(CenterFaceConfig(), get_settings().models)
+            _detector = build_detector(parse_detector_config({"type": "centerface"}),
+                                       get_settings().models)
             _detector_pid = os.getpid()
         return _detector
 
