@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     policies_file: Path = Path(__file__).resolve().parent / "assets" / "policies.toml"
     default_policy: str = "default"
     worker_concurrency: int = 0
+    # Fault injection for the test suite only (a slow job to SIGKILL mid-way); refused elsewhere.
+    test_job_delay_s: float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -124,6 +126,8 @@ class Settings(BaseSettings):
             raise ValueError("limits.task_soft_time_limit_s must be below the hard limit")
         if self.limits.job_lease_s <= hard:
             raise ValueError("limits.job_lease_s must exceed the hard task time limit")
+        if self.test_job_delay_s and self.env != "test":
+            raise ValueError("test_job_delay_s is allowed only with VEIL_ENV=test")
         if self.env == "production":
             secrets = [c.secret_key.get_secret_value() for c in self.s3_roles().values()]
             secrets.append(self.stack.flower_password.get_secret_value())

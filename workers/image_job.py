@@ -34,6 +34,8 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
         job = ledger.claim_job(conn, job_id, actor, settings.limits.job_lease_s)
     if job is None:
         return "skipped"
+    if settings.test_job_delay_s:
+        time.sleep(settings.test_job_delay_s)
     policy = Policy.model_validate(job.policy)
     s3 = client_for("worker", settings)
 
