@@ -1,0 +1,252 @@
+"""Object storage through the ``minio`` client only, so the same code runs on MinIO and SeaweedFS.
+
+Each role (admin, producer, worker, operator) gets its own credentials; the server decides what a
+role may touch (SeaweedFS: ``infra.stack.s3_identities``; MinIO: ``infra/assets/minio-policy-*``).
+
+Error contract: a failure worth retrying (connection refused, timeouts, HTTP 5xx, ``SlowDown``)
+leaves these functions as :class:`TransientStorageError`, chained to the original; anything else
+(``NoSuchKey``, ``AccessDenied``, an oversized object) is permanent and propagates unchanged.
+
+Hazards: never log object contents or presigned URLs (invariant 5); buckets are versioned, so
+"delete" must mean :func:`delete_all_versions`, or the bytes survive as a non-current version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import ENABLED
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.versioningconfig import VersioningConfig
+from urllib3 import exceptions as urllib3_errors
+
+from infra.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Role = Literal["admin", "producer", "worker", "operator"]
+
+SHA256_METADATA = "sha256"
+_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion", "ResourceNotFound"})
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted",
+    "RequestTimeTooSkewed", "XMinioServerNotInitialized", "XAmzContentSHA256Mismatch",
+})
+_TRANSIENT_NETWORK = (
+    ConnectionError,  # includes ConnectionRefusedError and ConnectionResetError
+    TimeoutError,
+    urllib3_errors.MaxRetryError,
+    urllib3_errors.TimeoutError,
+    urllib3_errors.ProtocolError,
+    urllib3_errors.ResponseError,
+)
+
+
+class TransientStorageError(Exception):
+    """The store did not answer or asked us to back off; the same call may succeed later."""
+
+
+class ObjectTooLargeError(ValueError):
+    """An object exceeds the caller's size limit; it was not read (invariant 7)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    version_id: str | None
+    sha256: str
+    size: int
+    etag: str
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: network failures, timeouts, 5xx and throttling."""
+    if isinstance(exc, TransientStorageError):
+        return True
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else 0
+        return exc.code in _TRANSIENT_CODES or status >= 500
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
+    if isinstance(exc, InvalidResponseError):
+        return exc._code >= 500
+    if isinstance(exc, urllib3_errors.MaxRetryError):
+        # Certificate problems are configuration, not weather.
+        return not isinstance(exc.reason, urllib3_errors.SSLError)
+    return isinstance(exc, _TRANSIENT_NETWORK)
+
+
+@contextmanager
+def transient_errors() -> Iterator[None]:
+    """Re-raise transient failures as :class:`TransientStorageError`; leave the rest alone."""
+    try:
+        yield
+    except TransientStorageError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientStorageError(f"object store unavailable: {_describe(exc)}") from exc
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, S3Error):
+        return f"{exc.code} on {exc.bucket_name}/{exc.object_name}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def client_for(
+    role: Role,
+    settings: Settings | None = None,
+    *,
+    connect_timeout_s: float = 10.0,
+    read_timeout_s: float = 120.0,
+    retries: int = 3,
+) -> Minio:
+    """A client with ``role``'s credentials and bounded timeouts (minio's default waits 5 min)."""
+    settings = settings or get_settings()
+    creds = settings.s3_roles()[role]
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        maxsize=10,
+        retries=urllib3.Retry(
+            total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
+    )
+    return Minio(
+        settings.s3.endpoint,
+        access_key=creds.access_key,
+        secret_key=creds.secret_key.get_secret_value(),
+        secure=settings.s3.secure,
+        region=settings.s3.region,
+        http_client=http,
+    )
+
+
+def ensure_buckets(settings: Settings | None = None) -> list[str]:
+    """Create the four buckets with versioning on; idempotent. Returns the ones it created."""
+    settings = settings or get_settings()
+    client = client_for("admin", settings)
+    created = []
+    with transient_errors():
+        for bucket in settings.s3.buckets():
+            if not client.bucket_exists(bucket):
+                try:
+                    client.make_bucket(bucket)
+                    created.append(bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+            if client.get_bucket_versioning(bucket).status != ENABLED:
+                client.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+    return created
+
+
+def put_bytes(
+    client: Minio,
+    bucket: str,
+    key: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    metadata: dict[str, str] | None = None,
+) -> StoredObject:
+    """Store ``data``; its sha256 is kept as object metadata and returned for the ledger."""
+    digest = hashlib.sha256(data).hexdigest()
+    meta = {**(metadata or {}), SHA256_METADATA: digest}
+    with transient_errors():
+        result = client.put_object(
+            bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+            metadata=meta,  # type: ignore[arg-type]
+        )
+    return StoredObject(bucket=bucket, key=key, version_id=result.version_id, sha256=digest,
+                        size=len(data), etag=(result.etag or "").strip('"'))
+
+
+def get_bytes(
+    client: Minio,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """Read a whole object into memory, refusing one larger than ``max_bytes`` before reading."""
+    with transient_errors():
+        if max_bytes is not None:
+            size = client.stat_object(bucket, key, version_id=version_id).size or 0
+            if size > max_bytes:
+                raise ObjectTooLargeError(
+                    f"object {bucket}/{key} is {size} bytes, over the limit of {max_bytes}"
+                )
+        response = client.get_object(bucket, key, version_id=version_id)
+        try:
+            # Read one byte past the limit: the object may have grown since the stat.
+            data = response.read(None if max_bytes is None else max_bytes + 1)
+        finally:
+            response.close()
+            response.release_conn()
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLargeError(f"object {bucket}/{key} is over the limit of {max_bytes} bytes")
+    return data
+
+
+def object_exists(client: Minio, bucket: str, key: str) -> bool:
+    """True when the current version exists (a delete marker on top counts as absent)."""
+    with transient_errors():
+        try:
+            client.stat_object(bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES or exc.response.status == 404:
+                return False
+            raise
+    return True
+
+
+def list_keys(
+    client: Minio, bucket: str, prefix: str = "", recursive: bool = True
+) -> Iterator[str]:
+    """Keys of current objects under ``prefix``; non-recursive listings also yield ``dir/``."""
+    with transient_errors():
+        for obj in client.list_objects(bucket, prefix=prefix, recursive=recursive):
+            if obj.object_name is not None:
+                yield obj.object_name
+
+
+def list_all_versions(client: Minio, bucket: str, prefix: str = "") -> list[tuple[str, str | None]]:
+    """Every (key, version_id) under ``prefix``, delete markers included."""
+    with transient_errors():
+        return [
+            (obj.object_name, obj.version_id)
+            for obj in client.list_objects(bucket, prefix=prefix, recursive=True,
+                                           include_version=True)
+            if obj.object_name is not None
+        ]
+
+
+def delete_all_versions(client: Minio, bucket: str, key: str) -> int:
+    """Remove every version and delete marker of exactly ``key``; returns how many went.
+
+    A plain DELETE on a versioned bucket only adds a marker and keeps the bytes, which would
+    break invariant 4. A version under legal hold refuses deletion: that error propagates.
+    """
+    removed = 0
+    for passes in range(4):  # a concurrent writer may add a version while we delete
+        versions = [v for k, v in list_all_versions(client, bucket, key) if k == key]
+        if not versions:
+            break
+        if passes == 3:
+            raise TransientStorageError(f"{bucket}/{key} kept gaining versions while deleted")
+        with transient_errors():
+            for version_id in versions:
+                client.remove_object(bucket, key, version_id=version_id)
+                removed += 1
+    log.info("deleted %d versions of %s/%s", removed, bucket, key)
+    return removed
