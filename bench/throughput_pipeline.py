@@ -1,0 +1,153 @@
+"""Full-pipeline throughput: ingest -> Redis -> Celery worker -> S3 `redacted` -> ledger, timed
+from the first ingest to the last job done, side by side with the deface CLI on the same images,
+plus redaction coverage of the pipeline's exported outputs (and deface's) when a ground truth is
+given.
+
+Runs against the local stack (`veil stack up` first) with a database, Redis db and queue prefix
+of its own; every object it writes is deleted at the end (all versions) and its database dropped.
+
+    python -m bench.throughput_pipeline DATA/faces-dev/images \
+        --ground-truth DATA/faces-dev/ground_truth.json --deface bench/.deface-venv/bin/deface
+
+"One worker" means one `veil worker` process (one node) with ``--concurrency`` pool children
+(default: the CPU count), which is how a node is deployed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update({
+    "VEIL_DB__URL": "postgresql://postgres@127.0.0.1:5432/veil_bench",
+    "VEIL_BROKER__URL": "redis://127.0.0.1:6379/13",
+    "VEIL_BROKER__QUEUE_PREFIX": "veil-bench",
+    "VEIL_LIMITS__RELAY_GRACE_S": "0",
+})
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+
+from bench.throughput_redact import _tree_rss_kib, run_measured  # noqa: E402
+from infra.broker import make_celery  # noqa: E402
+from infra.db import apply_migrations  # noqa: E402
+from infra.objectstore import client_for, delete_all_versions  # noqa: E402
+from infra.policies import get_policy  # noqa: E402
+from infra.settings import get_settings  # noqa: E402
+from producer.export import export  # noqa: E402
+from producer.ingest import IngestOptions, collect_inputs, ingest, wait_for  # noqa: E402
+
+VEIL = str(Path(sys.executable).parent / "veil")
+
+
+def _fresh_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _cleanup(settings_url: str) -> None:
+    settings = get_settings()
+    client = client_for("admin", settings)
+    with psycopg.connect(settings_url) as conn:
+        rows = conn.execute("SELECT raw_bucket, raw_key FROM sources UNION"
+                            " SELECT bucket, key FROM artifacts").fetchall()
+    for bucket, key in rows:
+        delete_all_versions(client, bucket, key)
+    name = settings_url.rsplit("/", 1)[1]
+    with psycopg.connect(settings_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]:
+    settings = get_settings()
+    app = make_celery(settings)
+    log = open(out.parent / "worker.log", "ab")  # noqa: SIM115
+    worker = subprocess.Popen([VEIL, "worker", "--concurrency", str(concurrency), "--loglevel",
+                               "WARNING", "--without-gossip", "--without-mingle"],
+                              stdout=log, stderr=log, start_new_session=True)
+    peak = [0]
+    try:
+        time.sleep(3.0)  # worker start-up is not part of the measured path
+        items = collect_inputs([str(images)], settings)
+        options = IngestOptions(policy=get_policy(None, settings))
+        started = time.monotonic()
+        results = ingest(items, options, settings, app)
+        ingest_s = time.monotonic() - started
+        ids = [r.source_id for r in results if r.source_id]
+        deadline = time.monotonic() + 1800
+        states: dict[object, tuple[str, str | None]] = {}
+        while time.monotonic() < deadline:
+            states = wait_for(ids, settings, timeout_s=0.5)  # type: ignore[arg-type]
+            peak[0] = max(peak[0], _tree_rss_kib(worker.pid))
+            if all(s in ("succeeded", "failed") for s, _ in states.values()):
+                break
+        seconds = time.monotonic() - started
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    exported = {e.source_id: e.path for e in export(None, out, settings) if e.path}
+    for r in results:  # identical bytes under another name: one source, one output; copy it
+        target = out / (Path(r.name).stem + (exported[r.source_id].suffix
+                                             if r.source_id in exported else ""))
+        if r.duplicate and r.source_id in exported and not target.exists():
+            shutil.copy(exported[r.source_id], target)
+    done = sum(s == "succeeded" for s, _ in states.values())
+    return {"seconds": round(seconds, 2), "ingest_seconds": round(ingest_s, 2),
+            "succeeded": done, "failed": len(states) - done,
+            "duplicates": sum(r.duplicate for r in results),
+            "images_per_s": round(len(ids) / seconds, 1),
+            "worker_peak_rss_mb": round(peak[0] / 1024, 1), "concurrency": concurrency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", type=Path)
+    parser.add_argument("--ground-truth", type=Path, help="score coverage of both outputs")
+    parser.add_argument("--deface", default="", help="deface CLI of a separate venv")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    settings = get_settings()
+    _fresh_database(settings.db.url)
+    apply_migrations(settings)
+    redis.Redis.from_url(settings.broker.url).flushdb()
+    work = Path(tempfile.mkdtemp(prefix="veil-pipeline-bench-"))
+    count = sum(1 for p in args.images.iterdir() if p.is_file())
+    report: dict[str, object] = {"images": count, "cpus": os.cpu_count()}
+    try:
+        report["veil_pipeline"] = run_pipeline(args.images, args.concurrency, work / "veil-out")
+        if args.deface:
+            deface_in = work / "deface"
+            shutil.copytree(args.images, deface_in)
+            deface = run_measured([args.deface, str(deface_in)])
+            deface["images_per_s"] = round(count / float(deface["seconds"]), 1)
+            report["deface"] = deface
+            pipeline = report["veil_pipeline"]
+            assert isinstance(pipeline, dict)
+            report["speedup"] = round(pipeline["images_per_s"] / deface["images_per_s"], 2)
+        if args.ground_truth:
+            from bench.coverage import evaluate_folder
+            report["veil_pipeline_coverage"] = evaluate_folder(args.ground_truth,
+                                                               work / "veil-out")
+            if args.deface:
+                report["deface_coverage"] = evaluate_folder(args.ground_truth, work / "deface",
+                                                            suffix="_anonymized")
+    finally:
+        _cleanup(settings.db.url)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

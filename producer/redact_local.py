@@ -1,0 +1,143 @@
+"""``veil redact``: one-off redaction of local files in this process, without any service.
+
+Runs the same plain function as the Celery image task (:func:`redact_image_bytes`), so a local
+run redacts exactly like the cluster, but writes nothing to the ledger. Work is spread over a
+process pool; each child builds its own detector, whose ONNX session is created lazily in the
+child (never in the parent, never before the fork). A bad file gives a result with an error and
+the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.settings import get_settings
+from schemas.policy import Policy
+from workers.detectors.base import Detector
+from workers.detectors.centerface import CenterFaceConfig
+from workers.detectors.registry import build_detector
+from workers.image_pipeline import redact_image_bytes
+from workers.imageio import BadInputError, sniff_image_format
+
+_EXTENSIONS = {"jpeg": "jpg"}  # every other format is written as PNG (see encode_image)
+
+
+@dataclass
+class LocalResult:
+    path: Path
+    output: Path | None
+    faces: int
+    error: str | None
+
+
+def collect_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files named directly, plus the images (by content) anywhere under named folders."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_image(p))
+        else:
+            found.append(path)
+    return found
+
+
+def count_inputs(paths: Sequence[Path]) -> int:
+    return len(collect_inputs(paths))
+
+
+def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
+                 processes: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> list[LocalResult]:
+    """Redact every input into ``out_dir``; results come back in input order."""
+    inputs = collect_inputs(paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = _output_paths(inputs, out_dir)
+    processes = max(1, min(processes or os.cpu_count() or 1, len(inputs) or 1))
+    jobs = list(zip(inputs, outputs, strict=True))
+    if processes == 1:
+        _init_child(policy, threads=get_settings().models.intra_op_threads)
+        results = []
+        for path, output in jobs:
+            results.append(_redact_one(path, output))
+            if progress:
+                progress(1)
+        return results
+    # Fork is safe: this process never creates an ONNX session, children build their own.
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_child,
+                             initargs=(policy, 1)) as pool:
+        futures = [pool.submit(_redact_one, path, output) for path, output in jobs]
+        if progress:
+            for future in futures:
+                future.add_done_callback(_ticker(progress))
+        return [future.result() for future in futures]
+
+
+def _ticker(progress: Callable[[int], None]) -> Callable[[Future[LocalResult]], None]:
+    return lambda _future: progress(1)
+
+
+def _looks_like_image(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return sniff_image_format(handle.read(32)) is not None
+    except OSError:
+        return False
+
+
+def _output_paths(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
+    """``photo.jpeg`` -> ``photo.jpg``; a clash (or an input's own path) gets ``-1``, ``-2``..."""
+    taken = {p.resolve() for p in inputs}
+    outputs = []
+    for path in inputs:
+        try:
+            with path.open("rb") as handle:
+                fmt = sniff_image_format(handle.read(32))
+        except OSError:
+            fmt = None
+        ext = _EXTENSIONS.get(fmt or "", "png")
+        candidate, n = out_dir / f"{path.stem}.{ext}", 0
+        while candidate.resolve() in taken:
+            n += 1
+            candidate = out_dir / f"{path.stem}-{n}.{ext}"
+        taken.add(candidate.resolve())
+        outputs.append(candidate)
+    return outputs
+
+
+_child: dict[str, object] = {}
+
+
+def _init_child(policy: Policy, threads: int) -> None:
+    settings = get_settings()
+    models = settings.models.model_copy(update={"intra_op_threads": threads})
+    _child["detector"] = build_detector(CenterFaceConfig(), models)
+    _child["policy"] = policy
+    _child["max_pixels"] = settings.limits.max_image_pixels
+
+
+def _redact_one(path: Path, output: Path) -> LocalResult:
+    detector = _child["detector"]
+    policy = _child["policy"]
+    max_pixels = _child["max_pixels"]
+    assert isinstance(detector, Detector) and isinstance(policy, Policy)
+    assert isinstance(max_pixels, int)
+    try:
+        result = redact_image_bytes(path.read_bytes(), policy, detector, max_pixels)
+    except BadInputError as exc:
+        return LocalResult(path, None, 0, str(exc))
+    except OSError as exc:
+        return LocalResult(path, None, 0, f"cannot read the file: {exc.strerror or exc}")
+    except Exception as exc:  # fail closed for this file only; the batch goes on
+        return LocalResult(path, None, 0, f"redaction failed: {type(exc).__name__}: {exc}")
+    if result.ext != output.suffix[1:]:  # the name was planned from the sniffed format
+        return LocalResult(path, None, 0, f"encoder wrote {result.ext}, expected {output.suffix}")
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_bytes(result.data)
+    partial.replace(output)
+    return LocalResult(path, output, len(result.detections), None)

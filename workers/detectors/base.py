@@ -1,0 +1,73 @@
+"""The detector interface: frames in, boxes with class and score out.
+
+A detector loads its model lazily, behind a lock, on the first call (``detect`` -> ``load`` ->
+``_detect_batch``). Nothing heavy happens at import or construction time: Celery forks its
+workers after importing the task modules, and an ONNX Runtime session (CUDA above all) does not
+survive a fork. Build detectors anywhere; they come alive in the process that uses them.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Detection:
+    cls: str  # "face", "plate", ...
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame given
+
+
+class Detector(ABC):
+    key: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._load_lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    @abstractmethod
+    def model_version(self) -> str:
+        """Identifies the weights, e.g. ``centerface-1a2b3c4d5e6f``; recorded in the ledger."""
+
+    @property
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The settings that shaped the detections (JSON-ready); recorded in the ledger."""
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def detect(self, frame: NDArray[np.uint8]) -> list[Detection]:
+        """Detections in one BGR HxWx3 uint8 frame."""
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        """Detections for each frame, in order; frames may differ in size."""
+        for frame in frames:
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"expected a BGR HxWx3 uint8 frame, got {frame.shape} "
+                                 f"{frame.dtype}")
+        if not frames:
+            return []
+        self.load()
+        return self._detect_batch(frames)
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Create the inference session; called once, under the lock, in the using process."""
+
+    @abstractmethod
+    def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]: ...
