@@ -6,9 +6,11 @@ children must not share a socket created before the fork, and the ledger is smal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -18,23 +20,53 @@ from infra.settings import Settings, get_settings
 _MIGRATION_LOCK = 0x5E11_0001
 
 
-def connect(settings: Settings | None = None, autocommit: bool = False) -> psycopg.Connection:
+Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
+
+
+def connect(settings: Settings | None = None, autocommit: bool = False) -> Conn:
     settings = settings or get_settings()
     return psycopg.connect(
         settings.db.url,
         autocommit=autocommit,
-        row_factory=dict_row,  # type: ignore[arg-type]
+        row_factory=dict_row,
         connect_timeout=settings.db.connect_timeout_s,
         application_name="veil",
     )
 
 
 @contextmanager
-def transaction(settings: Settings | None = None) -> Iterator[psycopg.Connection]:
+def transaction(settings: Settings | None = None) -> Iterator[Conn]:
     """One connection, one transaction: committed on success, rolled back on any error."""
     with connect(settings) as conn:
         with conn.transaction():
             yield conn
+
+
+_process_connections: dict[tuple[int, str], Conn] = {}
+
+
+@contextmanager
+def process_transaction(settings: Settings | None = None) -> Iterator[Conn]:
+    """A transaction on this process's long-lived connection, for hot paths (a worker child
+    runs hundreds of jobs a minute; a connect per transaction would cost more than the SQL).
+
+    Keyed by pid, so a forked child never reuses its parent's socket; a connection that failed
+    is dropped and the next call reconnects.
+    """
+    settings = settings or get_settings()
+    key = (os.getpid(), settings.db.url)
+    conn = _process_connections.get(key)
+    if conn is None or conn.closed or conn.broken:
+        conn = connect(settings, autocommit=True)
+        _process_connections[key] = conn
+    try:
+        with conn.transaction():
+            yield conn
+    except psycopg.OperationalError:
+        _process_connections.pop(key, None)
+        conn.close()
+        raise
 
 
 def migration_files() -> list[tuple[str, str]]:

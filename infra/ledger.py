@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
+from infra.db import Conn
 from schemas.enums import AuditAction, JobState
 
 
 def audit(
-    conn: psycopg.Connection,
+    conn: Conn,
     actor: str,
     action: AuditAction,
     *,
@@ -59,13 +59,13 @@ FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s
 """
 
 
-def load_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> JobContext | None:
+def load_job(conn: Conn, job_id: uuid.UUID | str) -> JobContext | None:
     row = conn.execute(_JOB_CONTEXT_SQL, (job_id,)).fetchone()
     return JobContext(**row) if row else None  # type: ignore[arg-type]
 
 
 def claim_job(
-    conn: psycopg.Connection, job_id: uuid.UUID | str, worker: str, lease_s: int
+    conn: Conn, job_id: uuid.UUID | str, worker: str, lease_s: int
 ) -> JobContext | None:
     """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
 
@@ -84,7 +84,7 @@ def claim_job(
     return load_job(conn, job_id)
 
 
-def fail_job(conn: psycopg.Connection, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
+def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
     row = conn.execute(
         "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
         " lease_expires_at = NULL WHERE id = %s AND state <> 'succeeded' RETURNING source_id",
@@ -119,7 +119,7 @@ class DetectionRow:
 
 
 def record_artifact(
-    conn: psycopg.Connection,
+    conn: Conn,
     job: JobContext,
     stage: str,
     model_version: str,
@@ -155,7 +155,7 @@ def record_artifact(
 
 
 def schedule_deletion(
-    conn: psycopg.Connection,
+    conn: Conn,
     source_id: uuid.UUID | str | None,
     bucket: str,
     key: str,
@@ -172,7 +172,7 @@ def schedule_deletion(
     )
 
 
-def finish_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> None:
+def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
     conn.execute(
         "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
         " lease_expires_at = NULL WHERE id = %s",

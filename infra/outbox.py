@@ -5,7 +5,6 @@ that was down). Sending twice is harmless: job tasks are idempotent."""
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 
 from celery import Celery
@@ -39,7 +38,8 @@ def send_rows(app: Celery, settings: Settings, rows: Sequence[tuple[int, str, st
     return len(sent)
 
 
-def relay(app: Celery, settings: Settings, older_than_s: int | None = None, limit: int = 500) -> int:
+def relay(app: Celery, settings: Settings, older_than_s: int | None = None,
+          limit: int = 500) -> int:
     """Re-send outbox rows still unsent after the grace period; SKIP LOCKED lets relays overlap."""
     grace = settings.limits.relay_grace_s if older_than_s is None else older_than_s
     with db.transaction(settings) as conn:
@@ -51,7 +51,7 @@ def relay(app: Celery, settings: Settings, older_than_s: int | None = None, limi
             (grace, limit),
         ).fetchall()
         batch = [(r["id"], r["task_name"], str(r["job_id"])) for r in rows]
-        for outbox_id, task_name, job_id in batch:
+        for _, task_name, job_id in batch:
             send_job(app, task_name, job_id)
         if batch:
             conn.execute(

@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from producer.cli_common import EXIT_SERVICE, ServiceUnavailable, emit, service_errors, load_settings
+from producer.cli_common import (
+    EXIT_SERVICE,
+    ServiceUnavailable,
+    emit,
+    load_settings,
+    service_errors,
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -37,7 +44,7 @@ def stack() -> None:
 
 def _print_services(statuses: list[Any], as_json: bool) -> None:
     emit(as_json, [s.__dict__ for s in statuses], lambda: [
-        click.echo(f"{'ok  ' if s.ok else 'DOWN'}  {s.name:<10} {s.detail}") for s in statuses])
+        f"{'ok  ' if s.ok else 'DOWN'}  {s.name:<10} {s.detail}" for s in statuses])
 
 
 @stack.command("up")
@@ -98,9 +105,8 @@ def policy_list(as_json: bool) -> None:
     from infra.policies import load_policies
     policies = load_policies(load_settings())
     emit(as_json, {n: p.model_dump(mode="json") for n, p in policies.items()}, lambda: [
-        click.echo(f"{p.name:<12} v{p.version}  raw {p.raw_retention_s // 86400}d"
-                   f"  {p.redaction.method}  {p.description}") for p in policies.values()])
+        f"{p.name:<12} v{p.version}  raw {p.raw_retention_s // 86400}d"
+        f"  {p.redaction.method}  {p.description}" for p in policies.values()])
 
 
-from producer import cli_jobs  # noqa: E402,F401  (registers ingest, status, export, redact)
-from producer import cli_services  # noqa: E402,F401  (registers worker, beat, flower)
+from producer import cli_jobs, cli_services  # noqa: E402,F401  (register their commands)

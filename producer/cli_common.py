@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,8 +55,10 @@ def service_errors() -> Iterator[None]:
                                  "VEIL_S3__ENDPOINT") from exc
 
 
-def emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
+def emit(as_json: bool, payload: Any, lines: Callable[[], Iterable[str]]) -> None:
+    """JSON for scripts, or the human lines (built only when they are printed)."""
     if as_json:
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        text()
+        for line in lines():
+            click.echo(line)

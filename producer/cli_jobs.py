@@ -97,13 +97,12 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
     failed = [r for r in results if r.state in ("failed", "rejected", "cancelled")]
     pending = [r for r in results if r.state in ("queued", "running")]
 
-    def text() -> None:
-        for r in results:
-            note = " (duplicate)" if r.duplicate else ""
-            err = f": {r.error}" if r.error else ""
-            click.echo(f"{r.source_id or '-':<36}  {r.state:<9} {r.name}{note}{err}")
-        click.echo(f"{len(results)} files, {len(queued)} queued, "
-                   f"{sum(r.duplicate for r in results)} duplicates, {len(failed)} failed")
+    def text() -> list[str]:
+        lines = [f"{r.source_id or '-':<36}  {r.state:<9} {r.name}"
+                 f"{' (duplicate)' if r.duplicate else ''}{': ' + r.error if r.error else ''}"
+                 for r in results]
+        return [*lines, f"{len(results)} files, {len(queued)} queued, "
+                f"{sum(r.duplicate for r in results)} duplicates, {len(failed)} failed"]
     emit(as_json, payload, text)
     if failed:
         sys.exit(EXIT_FAILED)
@@ -135,7 +134,7 @@ def status(source_id: str | None, as_json: bool) -> None:
                 raise click.ClickException(f"no source {source_id}")
             data = found
     if as_json or source_id is not None:
-        emit(True, data, lambda: None)
+        emit(True, data, list)
         return
     jobs, dels = data["jobs"], data["deletions"]
     click.echo(f"sources {data['sources']}  " + "  ".join(f"{k} {v}" for k, v in jobs.items()))
@@ -163,7 +162,7 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool)
     errors = [r for r in results if r.error]
     emit(as_json, [{"source_id": str(r.source_id), "path": str(r.path) if r.path else None,
                     "error": r.error} for r in results], lambda: [
-        click.echo(f"{r.source_id}  {r.path or 'ERROR: ' + str(r.error)}") for r in results])
+        f"{r.source_id}  {r.path or 'ERROR: ' + str(r.error)}" for r in results])
     if errors:
         sys.exit(EXIT_FAILED)
 
@@ -187,9 +186,9 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
     errors = [r for r in results if r.error]
     emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,
                               "faces": r.faces, "error": r.error} for r in results],
-                   "seconds": round(seconds, 3)}, lambda: (
-        [click.echo(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}") for r in results],
-        click.echo(f"{len(results)} files, {sum(r.faces for r in results)} faces, "
-                   f"{len(errors)} failed, {seconds:.1f} s")))
+                   "seconds": round(seconds, 3)}, lambda: [
+        *(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}" for r in results),
+        f"{len(results)} files, {sum(r.faces for r in results)} faces, "
+        f"{len(errors)} failed, {seconds:.1f} s"])
     if errors:
         sys.exit(EXIT_FAILED)

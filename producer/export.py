@@ -53,19 +53,19 @@ def export(source_ids: Sequence[uuid.UUID] | None, out_dir: Path, settings: Sett
                if sid not in found]
     client = client_for("operator", settings)
     taken = {p.name for p in out_dir.iterdir()}
-    for row in rows:
-        if row["key"] is None:
-            if source_ids is not None:
-                results.append(Exported(row["id"], None, f"source {row['id']} has no redacted "
-                                        "output (see `veil status` for its state)"))
-            continue
-        data = get_bytes(client, row["bucket"], row["key"], version_id=row["version_id"])
-        path = out_dir / output_name(row["original_name"], row["key"], taken, row["id"])
-        path.write_bytes(data)
-        with db.transaction(settings) as conn:
+    with db.connect(settings, autocommit=True) as conn:
+        for row in rows:
+            if row["key"] is None:
+                if source_ids is not None:
+                    results.append(Exported(row["id"], None, f"source {row['id']} has no "
+                                            "redacted output (see `veil status` for its state)"))
+                continue
+            data = get_bytes(client, row["bucket"], row["key"], version_id=row["version_id"])
+            path = out_dir / output_name(row["original_name"], row["key"], taken, row["id"])
+            path.write_bytes(data)
             ledger.audit(conn, ACTOR, AuditAction.EXPORT, source_id=row["id"],
                          bucket=row["bucket"], key=row["key"])
-        results.append(Exported(row["id"], path))
-        if progress:
-            progress(1)
+            results.append(Exported(row["id"], path))
+            if progress:
+                progress(1)
     return results

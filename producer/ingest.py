@@ -16,6 +16,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,8 @@ from minio import Minio
 from psycopg.types.json import Jsonb
 
 from infra import db, ledger, outbox
-from infra.objectstore import client_for, get_bytes, list_keys, object_exists, put_bytes
+from infra.db import Conn
+from infra.objectstore import client_for, get_bytes, list_keys, put_bytes
 from infra.settings import Settings
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, SourceKind
@@ -59,6 +61,7 @@ class IngestResult:
     state: str = "queued"
     error: str | None = None
     sha256: str | None = None
+    raw_version_id: str | None = None
 
 
 @dataclass
@@ -110,6 +113,19 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
         )
 
 
+BATCH = 32
+UPLOAD_THREADS = 8
+
+
+@dataclass
+class _Prepared:
+    item: InputItem
+    result: IngestResult
+    data: bytes = b""
+    fmt: str | None = None
+    kind: str = str(SourceKind.IMAGE)
+
+
 def ingest(
     items: Sequence[InputItem],
     options: IngestOptions,
@@ -117,60 +133,106 @@ def ingest(
     app: Celery,
     progress: Callable[[int], None] | None = None,
 ) -> list[IngestResult]:
+    """Ingest in batches: read and hash in threads, skip bytes already known, upload new
+    originals in threads, then one transaction per source on one connection, then send."""
     client = client_for("producer", settings)
     results: list[IngestResult] = []
-    to_send: list[tuple[int, str, str]] = []
-    for item in items:
-        result, outbox_row = _ingest_one(item, options, settings, client)
-        results.append(result)
-        if outbox_row:
-            to_send.append(outbox_row)
-        if len(to_send) >= 50:
-            outbox.send_rows(app, settings, to_send)
-            to_send = []
-        if progress:
-            progress(1)
-    outbox.send_rows(app, settings, to_send)
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool, db.connect(settings, autocommit=True) as conn:
+        for start in range(0, len(items), BATCH):
+            batch = list(pool.map(lambda i: _read(i, settings), items[start:start + BATCH]))
+            fresh = _unknown(conn, batch)
+            list(pool.map(lambda p: _upload(p, settings, client), fresh))
+            rows = []
+            for prepared in batch:
+                row = _record(conn, prepared, options, settings) \
+                    if prepared.result.state != "rejected" else None
+                if row:
+                    rows.append(row)
+                results.append(prepared.result)
+            outbox.send_rows(app, settings, rows)
+            if progress:
+                progress(len(batch))
     return results
 
 
 def _ingest_one(
     item: InputItem, options: IngestOptions, settings: Settings, client: Minio
 ) -> tuple[IngestResult, tuple[int, str, str] | None]:
-    result = IngestResult(name=item.name)
+    """One input through every ingest step except sending (used by tests and the relay path)."""
+    prepared = _read(item, settings)
+    if prepared.result.state == "rejected":
+        return prepared.result, None
+    with db.connect(settings, autocommit=True) as conn:
+        if _unknown(conn, [prepared]):
+            _upload(prepared, settings, client)
+        return prepared.result, _record(conn, prepared, options, settings)
+
+
+def _read(item: InputItem, settings: Settings) -> _Prepared:
+    prepared = _Prepared(item=item, result=IngestResult(name=item.name))
+    result = prepared.result
     try:
         data = item.read()
     except Exception as exc:  # unreadable file: reported, the batch goes on
         result.state, result.error = "rejected", f"cannot read {item.name}: {exc}"
-        return result, None
+        return prepared
     if len(data) > settings.limits.max_file_bytes:
         result.state = "rejected"
         result.error = (f"{item.name} is {len(data)} bytes, above the limit of "
                         f"{settings.limits.max_file_bytes}")
-        return result, None
-    digest = sha256_hex(data)
+        return prepared
     sniffed = sniff(data)
-    fmt = sniffed[1] if sniffed else None
-    ext = extension_for(fmt)
-    bucket, key = settings.s3.bucket_raw, raw_key(digest, ext)
-    source_id = source_id_for(digest)
-    job_id = job_id_for(source_id, JobKind.IMAGE)
-    result.sha256, result.source_id, result.job_id = digest, source_id, job_id
+    prepared.data, prepared.fmt = data, sniffed[1] if sniffed else None
+    if sniffed:
+        prepared.kind = sniffed[0]
+    result.sha256 = sha256_hex(data)
+    result.source_id = source_id_for(result.sha256)
+    result.job_id = job_id_for(result.source_id, JobKind.IMAGE)
+    return prepared
 
-    version_id = None
-    if not object_exists(client, bucket, key):
-        version_id = put_bytes(client, bucket, key, data, "application/octet-stream").version_id
+
+def _unknown(conn: Conn, batch: Sequence[_Prepared]) -> list[_Prepared]:
+    """The prepared inputs whose bytes no source holds yet (first of each within the batch)."""
+    digests = [p.result.sha256 for p in batch if p.result.sha256]
+    known = {r["sha256"] for r in conn.execute(
+        "SELECT sha256 FROM sources WHERE sha256 = ANY(%s)", (digests,))}
+    fresh: dict[str, _Prepared] = {}
+    for p in batch:
+        digest = p.result.sha256
+        if digest and digest not in known and digest not in fresh:
+            fresh[digest] = p
+    return list(fresh.values())
+
+
+def _raw_location(prepared: _Prepared, settings: Settings) -> tuple[str, str]:
+    assert prepared.result.sha256
+    return settings.s3.bucket_raw, raw_key(prepared.result.sha256, extension_for(prepared.fmt))
+
+
+def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
+    bucket, key = _raw_location(prepared, settings)
+    stored = put_bytes(client, bucket, key, prepared.data, "application/octet-stream")
+    prepared.result.raw_version_id = stored.version_id
+
+
+def _record(
+    conn: Conn, prepared: _Prepared, options: IngestOptions, settings: Settings
+) -> tuple[int, str, str] | None:
+    """ONE transaction: source, job, raw deletion deadline, outbox row, audit event."""
+    result, item = prepared.result, prepared.item
+    source_id, job_id, digest = result.source_id, result.job_id, result.sha256
+    bucket, key = _raw_location(prepared, settings)
     ttl = options.raw_ttl_s or options.policy.raw_retention_s
-    with db.transaction(settings) as conn:
+    with conn.transaction():
         inserted = conn.execute(
             "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
             " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
             " captured_at, origin) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (sha256) DO NOTHING RETURNING id",
-            (source_id, digest, str(SourceKind.IMAGE), fmt or "unknown", item.name, len(data),
-             bucket, key, version_id, options.policy.name, options.policy.version,
-             Jsonb(options.policy.model_dump(mode="json")), options.camera, options.captured_at,
-             item.origin),
+            (source_id, digest, prepared.kind, prepared.fmt or "unknown", item.name,
+             len(prepared.data), bucket, key, result.raw_version_id, options.policy.name,
+             options.policy.version, Jsonb(options.policy.model_dump(mode="json")),
+             options.camera, options.captured_at, item.origin),
         ).fetchone()
         if inserted is None:
             row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
@@ -178,7 +240,7 @@ def _ingest_one(
             result.duplicate = True
             result.state = row["state"] if row else "unknown"
             result.error = row["error"] if row else None
-            return result, None
+            return None
         conn.execute(
             "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
             (job_id, source_id, str(JobKind.IMAGE)),
@@ -193,9 +255,10 @@ def _ingest_one(
         ).fetchone()["id"]  # type: ignore[index]
         ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
                      bucket=bucket, key=key,
-                     detail={"sha256": digest, "size": len(data), "origin": item.origin,
-                             "policy": options.policy.name, "raw_ttl_s": ttl})
-    return result, (outbox_id, task, str(job_id))
+                     detail={"sha256": digest, "size": len(prepared.data),
+                             "origin": item.origin, "policy": options.policy.name,
+                             "raw_ttl_s": ttl})
+    return outbox_id, task, str(job_id)
 
 
 def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: float,

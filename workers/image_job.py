@@ -12,6 +12,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from minio import Minio
+
 from infra import db, ledger
 from infra.objectstore import client_for, get_bytes, put_bytes
 from infra.settings import Settings
@@ -26,24 +28,24 @@ Outcome = Literal["succeeded", "skipped"]
 
 
 def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Detector,
-                      actor: str) -> Outcome:
+                      actor: str, s3: Minio | None = None) -> Outcome:
     """Run one image job; ``skipped`` when it already finished (a duplicate delivery)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with db.transaction(settings) as conn:
+    with db.process_transaction(settings) as conn:
         job = ledger.claim_job(conn, job_id, actor, settings.limits.job_lease_s)
+        if job is not None:  # recorded with the claim: the read follows at once
+            ledger.audit(conn, actor, AuditAction.RAW_READ, source_id=job.source_id,
+                         job_id=job.job_id, bucket=job.raw_bucket, key=job.raw_key)
     if job is None:
         return "skipped"
     if settings.test_job_delay_s:
         time.sleep(settings.test_job_delay_s)
     policy = Policy.model_validate(job.policy)
-    s3 = client_for("worker", settings)
+    s3 = s3 or client_for("worker", settings)
 
     raw = get_bytes(s3, job.raw_bucket, job.raw_key, version_id=job.raw_version_id,
                     max_bytes=settings.limits.max_file_bytes)
-    with db.transaction(settings) as conn:
-        ledger.audit(conn, actor, AuditAction.RAW_READ, source_id=job.source_id, job_id=job.job_id,
-                     bucket=job.raw_bucket, key=job.raw_key)
     if sha256_hex(raw) != job.source_sha256:
         raise PermanentJobError(f"raw object of source {job.source_id} does not match its "
                                 "recorded sha256; refusing to process a tampered original")
@@ -67,7 +69,7 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     )
     detections = [ledger.DetectionRow(0, d.cls, float(d.score), tuple(map(float, d.box)))  # type: ignore[arg-type]
                   for d in result.detections]
-    with db.transaction(settings) as conn:
+    with db.process_transaction(settings) as conn:
         ledger.record_artifact(conn, job, str(Stage.REDACT), result.model_version, artifact,
                                detections)
         if policy.redacted_retention_s is not None:

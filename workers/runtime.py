@@ -10,6 +10,9 @@ import os
 import socket
 import threading
 
+from minio import Minio
+
+from infra.objectstore import client_for
 from infra.settings import get_settings
 from workers.detectors.base import Detector
 from workers.detectors.registry import build_detector, parse_detector_config
@@ -27,6 +30,22 @@ def detector() -> Detector:
                                        get_settings().models)
             _detector_pid = os.getpid()
         return _detector
+
+
+_storage: dict[int, Minio] = {}
+
+
+def storage() -> Minio:
+    """This process's S3 client with the worker role (its connection pool is reused)."""
+    pid = os.getpid()
+    if pid not in _storage:
+        _storage[pid] = client_for("worker", get_settings())
+    return _storage[pid]
+
+
+def threads_per_child(concurrency: int) -> int:
+    """onnxruntime threads per pool child: the cores shared out, so children do not fight."""
+    return max(1, (os.cpu_count() or 1) // max(1, concurrency))
 
 
 def worker_identity() -> str:

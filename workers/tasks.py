@@ -5,12 +5,14 @@ Arguments are job ids only, so Flower, Redis and logs never see file names or pi
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Task
+from celery.signals import celeryd_after_setup
 
 from infra import outbox
-from infra.settings import get_settings
+from infra.settings import get_settings, reset_settings_cache
 from schemas import messages
 from workers import maintenance, runtime
 from workers.app import app
@@ -23,7 +25,17 @@ def redact_image(self: Task, job_id: str) -> Any:
     settings = get_settings()
     actor = runtime.worker_identity()
     return run_guarded(self, settings, job_id, actor,
-                       lambda: process_image_job(job_id, settings, runtime.detector(), actor))
+                       lambda: process_image_job(job_id, settings, runtime.detector(), actor,
+                                                 runtime.storage()))
+
+
+@celeryd_after_setup.connect
+def _share_cores(sender: str, instance: Any, **kwargs: Any) -> None:
+    """Unless configured, give each pool child its share of the cores for onnxruntime."""
+    if "VEIL_MODELS__INTRA_OP_THREADS" not in os.environ:
+        threads = runtime.threads_per_child(int(getattr(instance, "concurrency", 1) or 1))
+        os.environ["VEIL_MODELS__INTRA_OP_THREADS"] = str(threads)
+        reset_settings_cache()
 
 
 @app.task(name=messages.RELAY_OUTBOX, ignore_result=True)

@@ -16,7 +16,14 @@ import pytest
 
 from infra.settings import Settings
 from tests.conftest import face_image, jpeg_bytes
-from tests.media import has_exif, jpeg_with_gps, jpeg_with_orientation, png_bomb, png_text_chunks, png_with_text
+from tests.media import (
+    has_exif,
+    jpeg_with_gps,
+    jpeg_with_orientation,
+    png_bomb,
+    png_text_chunks,
+    png_with_text,
+)
 
 VEIL = str(Path(sys.executable).parent / "veil")
 
