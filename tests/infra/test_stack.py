@@ -1,12 +1,19 @@
-"""The embedded stack: ``stack_up`` is idempotent, ``stack_status`` starts nothing.
+"""The embedded stack: ``stack_up`` starts SeaweedFS and is idempotent, ``stack_status`` starts
+nothing.
 
-These run against the default stack that ``make test`` brings up; they never stop it, because
-other tests share it.
+These bring up a SeaweedFS of their own (other ports, a temporary state folder), so they test a
+real start whatever else runs on the machine; the server is killed at the end (a graceful stop
+takes ~30 s and is exercised by `veil stack down`, not here).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -23,9 +30,27 @@ from infra.stack import (
 
 
 @pytest.fixture(scope="module")
-def stack(settings: Settings) -> Settings:
-    stack_up(settings, echo=lambda _line: None)
-    return settings
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    state = tmp_path_factory.mktemp("stack-state")
+    own = settings.model_copy(update={
+        "s3": settings.s3.model_copy(update={"endpoint": "127.0.0.1:18433"}),
+        "stack": settings.stack.model_copy(update={
+            "state_dir": state, "s3_port": 18433, "master_port": 19433,
+            "volume_port": 18180, "filer_port": 18988}),
+    })
+    said: list[str] = []
+    stack_up(own, echo=said.append)
+    assert any("starting SeaweedFS" in line for line in said), said
+    yield own
+    pid = int(_weed_pid(own))
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _weed_pid(settings: Settings) -> str:

@@ -131,3 +131,30 @@ def test_cli_user_errors_are_one_line(services: Settings, tmp_path: Path) -> Non
     assert bad_policy.returncode == 2 and "unknown policy" in bad_policy.stderr
     bad_ttl = veil("ingest", str(tmp_path), "--raw-ttl", "soon")
     assert bad_ttl.returncode == 2 and "not a duration" in bad_ttl.stderr
+
+
+def test_ingest_from_an_s3_inbox(clean_ledger: Settings, worker: object,
+                                 unique_seed: int) -> None:
+    # given objects uploaded to the inbox bucket by some other S3 client
+    from infra.objectstore import client_for, delete_all_versions, put_bytes
+    admin = client_for("admin", clean_ledger)
+    inbox, prefix = clean_ledger.s3.bucket_inbox, f"upload-{unique_seed}/"
+    keys = [f"{prefix}cam1/a.jpg", f"{prefix}cam1/b.jpg"]
+    for i, key in enumerate(keys):
+        put_bytes(admin, inbox, key, jpeg_bytes(face_image(unique_seed + 10 + i)), "image/jpeg")
+    try:
+        # when `veil ingest s3://inbox/prefix` runs
+        run = veil("ingest", f"s3://{inbox}/{prefix}", "--wait", "--json")
+        # then both are redacted, named after their keys' file names
+        assert run.returncode == 0, run.stderr
+        sources = json.loads(run.stdout)["sources"]
+        assert sorted(s["file"] for s in sources) == ["a.jpg", "b.jpg"]
+        assert all(s["state"] == "succeeded" for s in sources)
+    finally:
+        for key in keys:
+            delete_all_versions(admin, inbox, key)
+
+
+def test_bad_s3_address_is_a_usage_error(services: Settings) -> None:
+    run = veil("ingest", "s3:///nothing")
+    assert run.returncode == 2 and "s3://bucket/prefix" in run.stderr

@@ -1,0 +1,29 @@
+"""`veil redact`: the same redaction in-process, without the stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import face_image, jpeg_bytes
+from tests.media import png_with_text
+
+VEIL = str(Path(sys.executable).parent / "veil")
+
+
+def test_redact_in_process_names_outputs_like_export(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "holiday.jpeg").write_bytes(jpeg_bytes(face_image(1)))
+    (src / "sub" / "badge.png").write_bytes(png_with_text(face_image(2)))
+    (src / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "out"
+    run = subprocess.run([VEIL, "redact", str(src), "-o", str(out), "--json", "-j", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1  # one file failed, and the exit code says so
+    report = {Path(f["input"]).name: f for f in json.loads(run.stdout)["files"]}
+    assert report["holiday.jpeg"]["faces"] >= 1
+    assert report["broken.jpg"]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["badge.png", "holiday.jpg"]
