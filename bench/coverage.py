@@ -8,10 +8,10 @@ enlarged by half around its centre) whose value changed by more than 40 in any c
 B, G and R), which JPEG re-encoding noise at quality 92 almost never reaches.
 
     # Veil in-process (every stage: decode, detect, redact, encode, decode again)
-    python -m bench.coverage /work/shared/data/faces-dev/ground_truth.json --veil
+    python -m bench.coverage DATA/faces-dev/ground_truth.json --veil
     python -m bench.coverage GT.json --veil --set threshold=0.1 --box-scale 1.4
     # any folder of outputs, e.g. deface's (files named STEM_anonymized.jpg)
-    python -m bench.coverage GT.json --outputs /tmp/deface-out --suffix _anonymized
+    python -m bench.coverage GT.json --outputs OUT/deface --suffix _anonymized
 """
 
 from __future__ import annotations

@@ -2,10 +2,14 @@
 
 Each tool runs as a child process on its own fresh copy of the folder; wall time covers the
 whole process (start-up and model load included, as a user waits for both). Peak RSS is sampled
-every 20 ms as the sum over the process tree, so worker pools count in full.
+every 20 ms as the sum over the process tree, so worker pools count in full. CPU time is the
+user + system time of the whole tree (getrusage of reaped children).
 
-    python -m bench.throughput_redact /work/shared/data/faces-dev/images \
-        --deface /tmp/deface-venv/bin/deface
+With ``--repeat N`` the tools alternate (veil, deface, veil, deface, ...) so that a burst of load
+on a shared machine hits both alike; the report gives every run and the medians, and the
+speed-up is the ratio of the median images/s.
+
+    python -m bench.throughput_redact DATA/faces-dev/images --deface bench/.deface-venv/bin/deface
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +62,13 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_measured(command: list[str]) -> dict[str, float | str]:
+    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
@@ -77,7 +89,8 @@ def run_measured(command: list[str]) -> dict[str, float | str]:
     sampler.join()
     if process.returncode:
         raise RuntimeError(f"{command[0]} exited {process.returncode}:\n{output[-2000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(peak / 1024, 1),
+    return {"seconds": round(seconds, 2), "cpu_s": round(_children_cpu_s() - cpu_before, 2),
+            "peak_rss_mib": round(peak / 1024, 1),
             "last_line": output.strip().splitlines()[-1] if output.strip() else ""}
 
 
@@ -85,40 +98,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", type=Path)
-    parser.add_argument("--deface", default="/tmp/deface-venv/bin/deface",
-                        help="deface CLI from a separate venv (skip with --deface '')")
+    parser.add_argument("--deface", default="",
+                        help="deface CLI from a separate venv, e.g. bench/.deface-venv/bin/deface "
+                             "(default: skip deface)")
     parser.add_argument("--processes", type=int, default=None,
                         help="veil worker processes (default: CPU count)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate the tools this many times; report medians")
     parser.add_argument("--keep", type=Path, default=None, help="keep outputs under this folder")
     args = parser.parse_args()
     images = sorted(p for p in args.images.iterdir() if p.is_file())
     work = Path(tempfile.mkdtemp(prefix="veil-throughput-"))
-    report: dict[str, object] = {"images": len(images), "cpus": os.cpu_count()}
+    runs: dict[str, list[dict[str, float | str]]] = {"veil": []}
+    if args.deface:
+        runs["deface"] = []
     try:
-        veil_out = work / "veil-out"
-        command = [sys.executable, "-c", _VEIL_CHILD, str(args.images), str(veil_out)]
-        if args.processes:
-            command.append(str(args.processes))
-        report["veil"] = run_measured(command)
-        if args.deface:
-            deface_in = work / "deface"
-            deface_in.mkdir()
-            for image in images:
-                shutil.copy(image, deface_in / image.name)
-            report["deface"] = run_measured([args.deface, str(deface_in)])
-        for tool in ("veil", "deface"):
-            if tool in report:
-                entry = report[tool]
-                assert isinstance(entry, dict)
-                entry["images_per_s"] = round(len(images) / float(entry["seconds"]), 1)
-        if "deface" in report:
-            veil, deface = report["veil"], report["deface"]
-            assert isinstance(veil, dict) and isinstance(deface, dict)
-            report["speedup"] = round(veil["images_per_s"] / deface["images_per_s"], 2)
-        if args.keep:
-            shutil.copytree(work, args.keep, dirs_exist_ok=True)
+        for attempt in range(args.repeat):
+            veil_out = work / f"veil-out-{attempt}"
+            command = [sys.executable, "-c", _VEIL_CHILD, str(args.images), str(veil_out)]
+            if args.processes:
+                command.append(str(args.processes))
+            runs["veil"].append(run_measured(command))
+            if args.deface:
+                deface_in = work / f"deface-{attempt}"
+                deface_in.mkdir()
+                for image in images:
+                    shutil.copy(image, deface_in / image.name)
+                runs["deface"].append(run_measured([args.deface, str(deface_in)]))
+            if args.keep and attempt == 0:
+                shutil.copytree(work, args.keep, dirs_exist_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report: dict[str, object] = {"images": len(images), "cpus": os.cpu_count(),
+                                 "repeat": args.repeat}
+    for tool, entries in runs.items():
+        for entry in entries:
+            entry["images_per_s"] = round(len(images) / float(entry["seconds"]), 1)
+        report[tool] = {
+            "images_per_s": round(statistics.median(float(e["images_per_s"]) for e in entries), 1),
+            "cpu_ms_per_image": round(1000 * statistics.median(
+                float(e["cpu_s"]) for e in entries) / len(images), 1),
+            "peak_rss_mib": max(float(e["peak_rss_mib"]) for e in entries),
+            "runs": entries,
+        }
+    if "deface" in runs:
+        veil, deface = report["veil"], report["deface"]
+        assert isinstance(veil, dict) and isinstance(deface, dict)
+        report["speedup"] = round(veil["images_per_s"] / deface["images_per_s"], 2)
+        report["speedup_per_pair"] = [
+            round(float(v["images_per_s"]) / float(d["images_per_s"]), 2)
+            for v, d in zip(runs["veil"], runs["deface"], strict=True)]
+        report["cpu_ratio"] = round(deface["cpu_ms_per_image"] / veil["cpu_ms_per_image"], 2)
     print(json.dumps(report, indent=1))
 
 

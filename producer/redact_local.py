@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,16 @@ def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
     # Fork is safe: this process never creates an ONNX session, children build their own
     # (once each, in the initializer). Work goes out in chunks so that per-task messaging stays
     # small next to the ~10 ms an image takes, yet the last chunks still balance the processes.
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    chunksize = max(1, min(16, len(jobs) // (processes * 8)))
+    # forkserver: a child forked from a parent that already runs onnxruntime threads (a test,
+    # a notebook) can deadlock; a clean server process to fork from avoids that.
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    chunksize = max(1, min(8, len(jobs) // (processes * 16)))
     results = []
-    with context.Pool(processes, initializer=_init_child, initargs=(policy, 1)) as pool:
-        for result in pool.imap(_redact_job, jobs, chunksize=chunksize):
+    # ProcessPoolExecutor, not multiprocessing.Pool: a child that dies (or an initializer that
+    # raises) breaks the pool with an error instead of hanging while it respawns workers.
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_child,
+                             initargs=(policy, 1)) as pool:
+        for result in pool.map(_redact_job, jobs, chunksize=chunksize):
             results.append(result)
             if progress:
                 progress(1)

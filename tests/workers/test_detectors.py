@@ -38,10 +38,14 @@ def astronaut() -> NDArray[np.uint8]:
 
 
 def test_finds_the_astronauts_face(detector: Detector, astronaut: NDArray[np.uint8]) -> None:
-    faces = detector.detect(astronaut)
+    found = detector.detect(astronaut)
+    faces = [f for f in found if f.score > 0.5]
     assert len(faces) == 1
-    assert faces[0].cls == "face" and faces[0].score > 0.5
+    assert faces[0].cls == "face"
     assert _iou(faces[0].box, ASTRONAUT_FACE) > 0.6
+    # At the recall-tuned threshold (0.05) the int8 model may add a few faint boxes at the
+    # frame's edges; over-redaction on faces-dev stays under 3 % (bench/README.md).
+    assert all(f.score < 0.15 for f in found if f not in faces)
 
 
 def test_finds_a_small_face(detector: Detector, astronaut: NDArray[np.uint8]) -> None:
@@ -79,7 +83,7 @@ def test_rejects_frames_that_are_not_bgr_uint8(detector: Detector) -> None:
 def test_model_loads_lazily_and_is_versioned() -> None:
     detector = CenterFaceDetector(CenterFaceConfig(), ModelSettings(provider="cpu"))
     assert detector.provider is None  # no session at construction (fork safety)
-    assert re.fullmatch(r"centerface-[0-9a-f]{12}", detector.model_version)
+    assert re.fullmatch(r"centerface-[0-9a-f]{12}(-int8-[0-9a-f]{8})?", detector.model_version)
     assert detector.params["threshold"] == CenterFaceConfig().threshold
     detector.detect(np.zeros((64, 64, 3), np.uint8))
     assert detector.provider == "CPUExecutionProvider"

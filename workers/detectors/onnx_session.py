@@ -48,7 +48,7 @@ class OrtSession:
         """The provider that actually runs the graph (onnxruntime may have fallen back)."""
         return str(self.session.get_providers()[0])
 
-    def run(self, inputs: Mapping[str, NDArray[np.float32]]) -> list[NDArray[np.float32]]:
+    def run(self, inputs: Mapping[str, NDArray[Any]]) -> list[NDArray[np.float32]]:
         return list(self.session.run(None, dict(inputs)))
 
     @property
