@@ -140,7 +140,9 @@ def _faces_found(source_ids: list[str]) -> dict[str, int]:
 
     with db.connect() as conn:
         rows = conn.execute(
-            "SELECT a.source_id::text AS sid, count(d.id) AS n FROM artifacts a"
+            # confident faces; the low-threshold boxes (recall first) are blurred but not counted
+            "SELECT a.source_id::text AS sid, count(d.id) FILTER (WHERE d.score >= 0.5) AS n"
+            " FROM artifacts a"
             " LEFT JOIN detections d ON d.job_id = a.job_id AND d.class = 'face'"
             " WHERE a.source_id::text = ANY(%s) GROUP BY a.source_id", (source_ids,)).fetchall()
     return {r["sid"]: r["n"] for r in rows}
