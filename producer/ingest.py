@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,7 +70,6 @@ class IngestOptions:
     raw_ttl_s: int | None = None
     camera: str | None = None
     captured_at: datetime | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem]:

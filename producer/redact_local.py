@@ -22,9 +22,7 @@ from workers.detectors.base import Detector
 from workers.detectors.centerface import CenterFaceConfig
 from workers.detectors.registry import build_detector
 from workers.image_pipeline import redact_image_bytes
-from workers.imageio import BadInputError, sniff_image_format
-
-_EXTENSIONS = {"jpeg": "jpg"}  # every other format is written as PNG (see encode_image)
+from workers.imageio import BadInputError, output_extension, sniff_image_format
 
 
 @dataclass
@@ -67,11 +65,10 @@ def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
             if progress:
                 progress(1)
         return results
-    # Fork is safe: this process never creates an ONNX session, children build their own
-    # (once each, in the initializer). Work goes out in chunks so that per-task messaging stays
-    # small next to the ~10 ms an image takes, yet the last chunks still balance the processes.
-    # forkserver: a child forked from a parent that already runs onnxruntime threads (a test,
-    # a notebook) can deadlock; a clean server process to fork from avoids that.
+    # forkserver, not fork: a child forked from a parent that already runs onnxruntime threads
+    # (a test, a notebook) can deadlock; children build their own detector in the initializer.
+    # Work goes out in chunks so that per-task messaging stays small next to the ~10 ms an image
+    # takes, yet the last chunks still balance the processes.
     context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
     chunksize = max(1, min(8, len(jobs) // (processes * 16)))
     results = []
@@ -108,7 +105,7 @@ def _output_paths(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
                 fmt = sniff_image_format(handle.read(32))
         except OSError:
             fmt = None
-        ext = _EXTENSIONS.get(fmt or "", "png")
+        ext = output_extension(fmt)
         candidate, n = out_dir / f"{path.stem}.{ext}", 0
         while candidate.resolve() in taken:
             n += 1

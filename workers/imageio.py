@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from schemas.media import sniff
+
 
 class BadInputError(Exception):
     """Permanent failure caused by the input itself; retrying cannot help."""
@@ -36,25 +38,21 @@ class DecodedImage:
     height: int
 
 
-_ENCODINGS: dict[str, tuple[str, str]] = {"jpeg": (".jpg", "jpg"), "png": (".png", "png")}
+_DECODABLE = frozenset({"jpeg", "png", "webp", "bmp", "tiff"})
+
+
+def output_extension(fmt: str | None) -> str:
+    """The extension Veil writes for an input format: JPEG stays JPEG, the rest become PNG."""
+    return "jpg" if fmt == "jpeg" else "png"
 
 # Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 def sniff_image_format(data: bytes) -> str | None:
-    """The image format from its magic bytes (never from a file name), or None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data.startswith(b"BM") and len(data) >= 26:
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return None
+    """The decodable image format from its magic bytes (never from a file name), or None."""
+    found = sniff(data)
+    return found[1] if found and found[1] in _DECODABLE else None
 
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
@@ -98,7 +96,8 @@ def encode_image(frame: NDArray[np.uint8], fmt: str, jpeg_quality: int = 92) -> 
     JPEG stays JPEG; every other format is written as PNG (lossless, and free of the metadata
     quirks of TIFF and WebP containers).
     """
-    suffix, ext = _ENCODINGS.get(fmt, _ENCODINGS["png"])
+    ext = output_extension(fmt)
+    suffix = f".{ext}"
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == "jpg" else []
     ok, buf = cv2.imencode(suffix, frame, params)
     if not ok:
