@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -87,7 +87,8 @@ def claim_job(
 def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
     row = conn.execute(
         "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s AND state <> 'succeeded' RETURNING source_id",
+        " lease_expires_at = NULL WHERE id = %s AND state NOT IN ('succeeded', 'cancelled')"
+        " RETURNING source_id",
         (reason, job_id),
     ).fetchone()
     if row:
@@ -154,6 +155,11 @@ def record_artifact(
         )
 
 
+# The due time of objects a policy keeps until they are erased: every object still gets a
+# deletion task, so the ledger lists it and erasure finds it.
+KEEP_UNTIL_ERASED = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 def schedule_deletion(
     conn: Conn,
     source_id: uuid.UUID | str | None,
@@ -172,9 +178,20 @@ def schedule_deletion(
     )
 
 
+def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
+    """Lock the job row and tell whether it was cancelled (its source erased meanwhile).
+
+    Call first in the transaction that publishes a job's output: erasure cancels jobs under the
+    same row lock, so either the erasure sees the recorded output and deletes it, or the worker
+    sees the cancellation and removes what it just wrote.
+    """
+    row = conn.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+    return row is None or row["state"] == str(JobState.CANCELLED)
+
+
 def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
     conn.execute(
         "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s",
+        " lease_expires_at = NULL WHERE id = %s AND state <> 'cancelled'",
         (str(JobState.SUCCEEDED), job_id),
     )

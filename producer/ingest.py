@@ -25,7 +25,7 @@ from celery import Celery
 from minio import Minio
 from psycopg.types.json import Jsonb
 
-from infra import db, ledger, outbox
+from infra import db, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, get_bytes, list_keys, put_bytes
 from infra.settings import Settings
@@ -123,6 +123,7 @@ class _Prepared:
     data: bytes = b""
     fmt: str | None = None
     kind: str = str(SourceKind.IMAGE)
+    data_key: bytes = b""  # the source's AES-GCM key, made when its original is uploaded
 
 
 def ingest(
@@ -209,8 +210,12 @@ def _raw_location(prepared: _Prepared, settings: Settings) -> tuple[str, str]:
 
 
 def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
+    """Encrypt the original under a fresh data key and put it into `raw`."""
     bucket, key = _raw_location(prepared, settings)
-    stored = put_bytes(client, bucket, key, prepared.data, "application/octet-stream")
+    assert prepared.result.source_id
+    prepared.data_key = keyring.new_data_key()
+    blob = keyring.encrypt(prepared.data_key, prepared.data, prepared.result.source_id)
+    stored = put_bytes(client, bucket, key, blob, "application/octet-stream")
     prepared.result.raw_version_id = stored.version_id
 
 
@@ -234,12 +239,11 @@ def _record(
              options.camera, options.captured_at, item.origin),
         ).fetchone()
         if inserted is None:
-            row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
-                               " chunk_index LIMIT 1", (source_id,)).fetchone()
-            result.duplicate = True
-            result.state = row["state"] if row else "unknown"
-            result.error = row["error"] if row else None
+            _report_duplicate(conn, result)
             return None
+        if not prepared.data_key:  # known bytes whose source vanished between check and insert
+            raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
+        keyring.store_key(conn, source_id, prepared.data_key)
         conn.execute(
             "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
             (job_id, source_id, str(JobKind.IMAGE)),
@@ -258,6 +262,22 @@ def _record(
                              "origin": item.origin, "policy": options.policy.name,
                              "raw_ttl_s": ttl})
     return outbox_id, task, str(job_id)
+
+
+def _report_duplicate(conn: Conn, result: IngestResult) -> None:
+    """The same bytes are already a source: report its state (or its erasure) instead."""
+    result.duplicate = True
+    erased = conn.execute("SELECT erased_at FROM sources WHERE id = %s",
+                          (result.source_id,)).fetchone()
+    if erased and erased["erased_at"]:
+        result.state = "erased"
+        result.error = (f"source {result.source_id} holding these bytes was erased at "
+                        f"{erased['erased_at']:%Y-%m-%d %H:%M:%S %Z}; not ingested again")
+        return
+    row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
+                       " chunk_index LIMIT 1", (result.source_id,)).fetchone()
+    result.state = row["state"] if row else "unknown"
+    result.error = row["error"] if row else None
 
 
 def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: float,

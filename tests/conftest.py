@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import os
 
-# Test settings must be in place before any Veil module reads them.
+# Test settings must be in place before any Veil module reads them. VEIL_TEST_SLOT=1..4 gives a
+# suite run its own database, Redis databases and queue prefix, so that several runs on one
+# machine (one per developer checkout) do not wipe each other's state.
+_SLOT = os.environ.get("VEIL_TEST_SLOT", "")
+if _SLOT and _SLOT not in ("1", "2", "3", "4"):
+    raise SystemExit("VEIL_TEST_SLOT must be 1, 2, 3 or 4")
+_REDIS_DBS = (14, 15) if not _SLOT else (2 * int(_SLOT) + 4, 2 * int(_SLOT) + 5)
 os.environ.update({
     "VEIL_ENV": "test",
-    "VEIL_DB__URL": "postgresql://postgres@127.0.0.1:5432/veil_test",
-    "VEIL_BROKER__URL": "redis://127.0.0.1:6379/14",
-    "VEIL_BROKER__RESULT_URL": "redis://127.0.0.1:6379/15",
-    "VEIL_BROKER__QUEUE_PREFIX": "veil-test",
+    "VEIL_DB__URL": f"postgresql://postgres@127.0.0.1:5432/veil_test{_SLOT}",
+    "VEIL_BROKER__URL": f"redis://127.0.0.1:6379/{_REDIS_DBS[0]}",
+    "VEIL_BROKER__RESULT_URL": f"redis://127.0.0.1:6379/{_REDIS_DBS[1]}",
+    "VEIL_BROKER__QUEUE_PREFIX": f"veil-test{_SLOT}",
     "VEIL_LIMITS__MAX_IMAGE_PIXELS": "40000000",
     "VEIL_LIMITS__RELAY_GRACE_S": "0",
 })
@@ -89,7 +95,7 @@ def clean_ledger(services: Settings) -> Settings:
     _delete_recorded_objects(services)
     with psycopg.connect(services.db.url) as conn:
         conn.execute("TRUNCATE outbox, detections, artifacts, deletion_tasks, dead_letters,"
-                     " legal_holds, jobs, sources")
+                     " legal_holds, jobs, sources, keyring.data_keys")
     return services
 
 

@@ -14,17 +14,16 @@ from typing import Literal
 
 from minio import Minio
 
-from infra import db, ledger
-from infra.objectstore import client_for, get_bytes, put_bytes
+from infra import db, keyring, ledger
+from infra.objectstore import client_for, delete_all_versions, put_bytes
 from infra.settings import Settings
 from schemas.enums import AuditAction, Stage
-from schemas.keys import redacted_key, sha256_hex
+from schemas.keys import redacted_key
 from schemas.policy import Policy
 from workers.detectors.base import Detector
 from workers.image_pipeline import redact_image_bytes
-from workers.reliability import PermanentJobError
 
-Outcome = Literal["succeeded", "skipped"]
+Outcome = Literal["succeeded", "skipped", "cancelled"]
 
 
 def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Detector,
@@ -35,6 +34,7 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     with db.process_transaction(settings) as conn:
         job = ledger.claim_job(conn, job_id, actor, settings.limits.job_lease_s)
         if job is not None:  # recorded with the claim: the read follows at once
+            data_key = keyring.load_key(conn, job.source_id)
             ledger.audit(conn, actor, AuditAction.RAW_READ, source_id=job.source_id,
                          job_id=job.job_id, bucket=job.raw_bucket, key=job.raw_key)
     if job is None:
@@ -44,11 +44,9 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     policy = Policy.model_validate(job.policy)
     s3 = s3 or client_for("worker", settings)
 
-    raw = get_bytes(s3, job.raw_bucket, job.raw_key, version_id=job.raw_version_id,
-                    max_bytes=settings.limits.max_file_bytes)
-    if sha256_hex(raw) != job.source_sha256:
-        raise PermanentJobError(f"raw object of source {job.source_id} does not match its "
-                                "recorded sha256; refusing to process a tampered original")
+    raw = keyring.read_original(s3, data_key, source_id=job.source_id, bucket=job.raw_bucket,
+                                key=job.raw_key, version_id=job.raw_version_id,
+                                sha256=job.source_sha256, max_bytes=settings.limits.max_file_bytes)
     timings["fetch_s"] = time.perf_counter() - started
 
     t = time.perf_counter()
@@ -70,13 +68,17 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     detections = [ledger.DetectionRow(0, d.cls, float(d.score), tuple(map(float, d.box)))  # type: ignore[arg-type]
                   for d in result.detections]
     with db.process_transaction(settings) as conn:
+        if ledger.job_cancelled(conn, job.job_id):  # erased meanwhile: publish nothing
+            delete_all_versions(s3, stored.bucket, stored.key)
+            return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.REDACT), result.model_version, artifact,
                                detections)
-        if policy.redacted_retention_s is not None:
-            due = datetime.now(UTC) + timedelta(seconds=policy.redacted_retention_s)
-            ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key, due,
-                                     reason=f"policy {policy.name} v{policy.version}: redacted "
-                                            "retention")
+        keep = policy.redacted_retention_s
+        due = ledger.KEEP_UNTIL_ERASED if keep is None \
+            else datetime.now(UTC) + timedelta(seconds=keep)
+        ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key, due,
+                                 reason=f"policy {policy.name} v{policy.version}: redacted "
+                                        + ("kept until erased" if keep is None else "retention"))
         ledger.audit(conn, actor, AuditAction.OUTPUT_WRITE, source_id=job.source_id,
                      job_id=job.job_id, bucket=stored.bucket, key=stored.key,
                      detail={"sha256": stored.sha256, "detections": len(detections)})

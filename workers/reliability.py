@@ -21,6 +21,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from infra import db, ledger
+from infra.keyring import KeyDestroyedError, RawIntegrityError
 from infra.objectstore import is_transient
 from infra.settings import Settings
 from workers.imageio import BadInputError
@@ -35,7 +36,8 @@ class PermanentJobError(Exception):
 
 
 def is_permanent(exc: BaseException) -> bool:
-    return isinstance(exc, BadInputError | PermanentJobError)
+    return isinstance(exc, BadInputError | PermanentJobError | KeyDestroyedError
+                      | RawIntegrityError)
 
 
 def is_transient_error(exc: BaseException) -> bool:
