@@ -63,10 +63,15 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
             messages.REDACT_IMAGE: {"queue": jobs_q},
             messages.RELAY_OUTBOX: {"queue": maint_q},
             messages.SWEEP_LEASES: {"queue": maint_q},
+            messages.PURGE: {"queue": maint_q},
         },
         "beat_schedule": {
             "relay-outbox": {"task": messages.RELAY_OUTBOX, "schedule": timedelta(seconds=10)},
             "sweep-leases": {"task": messages.SWEEP_LEASES, "schedule": timedelta(seconds=60)},
+            # Expires after one interval: ticks missed while workers were down collapse into one.
+            "purge": {"task": messages.PURGE,
+                      "schedule": timedelta(seconds=settings.retention.purge_interval_s),
+                      "options": {"expires": settings.retention.purge_interval_s}},
         },
         "timezone": "UTC",
     }

@@ -133,7 +133,12 @@ def client_for(
 
 
 def ensure_buckets(settings: Settings | None = None) -> list[str]:
-    """Create the four buckets with versioning on; idempotent. Returns the ones it created."""
+    """Create the four buckets with versioning on; idempotent. Returns the ones it created.
+
+    New buckets get S3 object lock when ``retention.s3_object_lock`` is on (it can only be
+    chosen at creation), so legal holds are enforced by the server too; existing buckets are
+    left as they are.
+    """
     settings = settings or get_settings()
     client = client_for("admin", settings)
     created = []
@@ -141,7 +146,7 @@ def ensure_buckets(settings: Settings | None = None) -> list[str]:
         for bucket in settings.s3.buckets():
             if not client.bucket_exists(bucket):
                 try:
-                    client.make_bucket(bucket)
+                    client.make_bucket(bucket, object_lock=settings.retention.s3_object_lock)
                     created.append(bucket)
                 except S3Error as exc:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -237,7 +242,13 @@ def delete_all_versions(client: Minio, bucket: str, key: str) -> int:
     A plain DELETE on a versioned bucket only adds a marker and keeps the bytes, which would
     break invariant 4. A version under legal hold refuses deletion: that error propagates.
     """
-    removed = 0
+    return len(delete_versions(client, bucket, key))
+
+
+def delete_versions(client: Minio, bucket: str, key: str) -> list[str | None]:
+    """Like :func:`delete_all_versions`, returning the version ids removed (for receipts);
+    ``None`` stands for the single version of an unversioned bucket."""
+    removed: list[str | None] = []
     for passes in range(4):  # a concurrent writer may add a version while we delete
         versions = [v for k, v in list_all_versions(client, bucket, key) if k == key]
         if not versions:
@@ -247,6 +258,41 @@ def delete_all_versions(client: Minio, bucket: str, key: str) -> int:
         with transient_errors():
             for version_id in versions:
                 client.remove_object(bucket, key, version_id=version_id)
-                removed += 1
-    log.info("deleted %d versions of %s/%s", removed, bucket, key)
+                removed.append(version_id)
+    log.info("deleted %d versions of %s/%s", len(removed), bucket, key)
     return removed
+
+
+def supports_object_lock(client: Minio, bucket: str) -> bool:
+    """True when ``bucket`` was created with object lock, so a legal hold binds the server.
+
+    Hazard: SeaweedFS accepts a legal hold on a bucket without object lock and then ignores it;
+    ask this before promising that a hold is enforced by S3.
+    """
+    with transient_errors():
+        try:
+            client.get_object_lock_config(bucket)
+        except S3Error as exc:
+            if exc.code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest",
+                            "NoSuchObjectLockConfiguration"):
+                return False
+            raise
+    return True
+
+
+def set_legal_hold(client: Minio, bucket: str, key: str, enabled: bool) -> int:
+    """Turn the S3 legal hold of every version of ``key`` on or off; returns how many versions.
+
+    Delete markers carry no data and take no hold; they are skipped.
+    """
+    changed = 0
+    with transient_errors():
+        for obj in client.list_objects(bucket, prefix=key, recursive=True, include_version=True):
+            if obj.object_name != key or obj.is_delete_marker:
+                continue
+            if enabled:
+                client.enable_object_legal_hold(bucket, key, version_id=obj.version_id)
+            else:
+                client.disable_object_legal_hold(bucket, key, version_id=obj.version_id)
+            changed += 1
+    return changed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,11 +78,61 @@ class LimitSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Weights come from installed packages or a configured path, never a download."""
+    """Weights come from installed packages or a configured path, never a download.
+
+    ``detectors`` names the backends a worker runs (``centerface``, ``text``, ``yolo``); their
+    detections are pooled and each policy keeps the classes it redacts. ``detector_options``
+    overrides a backend's config fields, e.g. ``{"centerface": {"threshold": 0.1}}``.
+    """
 
     centerface_path: Path | None = None
+    text_path: Path | None = None  # default: the PP-OCRv4 detector in rapidocr-onnxruntime
+    detectors: list[str] = Field(default_factory=lambda: ["centerface", "text"])
+    detector_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # An operator's YOLO-style ONNX model: the model's class names in index order, which of them
+    # Veil redacts as which class (face, plate, text, custom; unmapped names are ignored, except
+    # names that already are Veil classes), and the square input size it was exported with.
+    yolo_path: Path | None = None
+    yolo_class_names: list[str] = Field(default_factory=list)
+    yolo_classes: dict[str, str] = Field(default_factory=dict)
+    yolo_input_size: int = 640
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = 0
+
+
+class VideoSettings(BaseModel):
+    """Video decoding and encoding on this node (issue: video).
+
+    Every node that serves one queue must use the same ``encoder``: chunks of one video are
+    joined by stream copy, which needs identical H.264 parameter sets (assembly checks).
+    """
+
+    encoder: Literal["libx264", "h264_nvenc", "auto"] = "libx264"
+    preset: str = "veryfast"  # x264 speed/size trade-off; quality is the policy's video_crf
+    keyframe_seconds: float = Field(default=2.0, gt=0)
+    # A worker keeps the last decrypted original in memory, so consecutive chunks of one video
+    # fetch it once; larger originals are fetched per chunk.
+    raw_cache_mb: int = Field(default=1024, ge=0)
+
+
+class RetentionSettings(BaseModel):
+    """The scheduled purge, its retries, and S3 object lock (issue: retention).
+
+    A deletion that fails is retried after ``retry_base_s * 2**attempts`` (capped at
+    ``retry_max_s``); after ``max_attempts`` it is marked ``failed`` (loud in `veil status` and
+    the metrics) and still retried at the cap: a deadline is never dropped.
+    ``s3_object_lock`` creates *new* buckets with object lock, so that a legal hold is also
+    enforced by the S3 server; buckets created without it get ledger-only holds.
+    """
+
+    purge_interval_s: int = 60
+    purge_batch: int = 200
+    purge_threads: int = 8
+    purge_max_runtime_s: int = 300
+    retry_base_s: int = 30
+    retry_max_s: int = 3600
+    max_attempts: int = 5
+    s3_object_lock: bool = True
 
 
 class StackSettings(BaseModel):
@@ -108,6 +158,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     policies_file: Path = Path(__file__).resolve().parent / "assets" / "policies.toml"
     default_policy: str = "default"
     worker_concurrency: int = 0

@@ -105,8 +105,21 @@ def policy_list(as_json: bool) -> None:
     from infra.policies import load_policies
     policies = load_policies(load_settings())
     emit(as_json, {n: p.model_dump(mode="json") for n, p in policies.items()}, lambda: [
-        f"{p.name:<12} v{p.version}  raw {p.raw_retention_s // 86400}d"
-        f"  {p.redaction.method}  {p.description}" for p in policies.values()])
+        f"{p.name:<12} v{p.version}  raw {_span(p.raw_retention_s)}  redacted "
+        f"{_span(p.redacted_retention_s)}  work {_span(p.work_retention_s)}  audio {p.audio}"
+        f"  classes {','.join(p.classes)}  {p.redaction.method}"
+        f"{' (weak)' if p.redaction.weak else ''}  {p.description}"
+        for p in policies.values()])
 
 
-from producer import cli_jobs, cli_services  # noqa: E402,F401  (register their commands)
+def _span(seconds: int | None) -> str:
+    """86400 -> 1d, 43200 -> 12h; None -> keep (until erased)."""
+    if seconds is None:
+        return "keep"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+from producer import cli_jobs, cli_review, cli_rights, cli_services, cli_video  # noqa: E402,F401  (register their commands)

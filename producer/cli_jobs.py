@@ -141,6 +141,9 @@ def status(source_id: str | None, as_json: bool) -> None:
     click.echo(f"deletions due {dels['due']}  overdue {dels['overdue']}  deferred "
                f"{dels['deferred']}" + (f"  OLDEST OVERDUE {dels['oldest_overdue']}"
                                         if dels["overdue"] else ""))
+    from producer.status import overdue_warning
+    if warning := overdue_warning(data):  # a missed retention deadline must be loud
+        click.secho(warning, fg="red", bold=True, err=True)
     for f in data["failures"]:
         click.echo(f"failed  source {f['source_id']}  job {f['job_id']}: {f['error']}")
 

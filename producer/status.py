@@ -21,7 +21,7 @@ def overview(settings: Settings) -> dict[str, Any]:
             "SELECT count(*) FILTER (WHERE due_at > now()) AS due,"
             " count(*) FILTER (WHERE due_at <= now()) AS overdue,"
             " min(due_at) FILTER (WHERE due_at <= now()) AS oldest_overdue,"
-            " min(due_at) AS next_due"
+            " min(due_at) AS next_due, count(*) FILTER (WHERE state = 'failed') AS failed"
             " FROM deletion_tasks WHERE state IN ('pending', 'failed')"
         ).fetchone() or {}
         deferred = conn.execute(
@@ -37,6 +37,7 @@ def overview(settings: Settings) -> dict[str, Any]:
             "due": deletions.get("due", 0),
             "overdue": deletions.get("overdue", 0),
             "deferred": deferred["n"] if deferred else 0,
+            "failed": deletions.get("failed", 0),
             "oldest_overdue": _iso(deletions.get("oldest_overdue")),
             "next_due": _iso(deletions.get("next_due")),
         },
@@ -64,12 +65,25 @@ def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
             " FROM detections d JOIN jobs j ON j.id = d.job_id WHERE j.source_id = %s"
             " ORDER BY d.frame_index, d.score DESC", (source_id,)).fetchall()
         deletions = conn.execute(
-            "SELECT bucket, key, due_at, state, reason, done_at FROM deletion_tasks"
-            " WHERE source_id = %s ORDER BY due_at", (source_id,)).fetchall()
+            "SELECT bucket, key, due_at, state, reason, attempts, last_error, done_at"
+            " FROM deletion_tasks WHERE source_id = %s ORDER BY due_at", (source_id,)).fetchall()
+        holds = conn.execute(
+            "SELECT id, reason, set_by, set_at, released_by, released_at FROM legal_holds"
+            " WHERE source_id = %s ORDER BY set_at", (source_id,)).fetchall()
     return _jsonable({
         "source": source, "jobs": jobs, "artifacts": artifacts,
-        "detections": detections, "deletions": deletions,
+        "detections": detections, "deletions": deletions, "legal_holds": holds,
     })
+
+
+def overdue_warning(data: dict[str, Any]) -> str | None:
+    """The line `veil status` shouts when a retention deadline was missed (invariant 4)."""
+    dels = data["deletions"]
+    if not dels["overdue"]:
+        return None
+    return (f"WARNING: {dels['overdue']} deletions are OVERDUE (oldest due "
+            f"{dels['oldest_overdue']}; {dels['failed']} failing). Is `veil beat` running with "
+            "a worker? Run `veil purge --now`; see `veil purge --dry-run`.")
 
 
 def _iso(value: Any) -> str | None:

@@ -29,7 +29,8 @@ class JobState(StrEnum):
 
 
 class Stage(StrEnum):
-    REDACT = "redact"
+    REDACT = "redact"  # the deliverable in `redacted` (an image, or an assembled video)
+    CHUNK = "chunk"  # a redacted video chunk in `work`, joined by assembly
 
 
 class DeletionState(StrEnum):
@@ -49,6 +50,9 @@ class AuditAction(StrEnum):
     HOLD_SET = "hold_set"
     HOLD_RELEASE = "hold_release"
     JOB_FAILED = "job_failed"
+    PURGE_DEFERRED = "purge_deferred"
+    PURGE_FAILED = "purge_failed"
+    DSAR_EXPORT = "dsar_export"
 
 
 class DetectionClass(StrEnum):

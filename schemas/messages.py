@@ -9,8 +9,12 @@ from typing import Final
 REDACT_IMAGE: Final = "veil.redact_image"
 RELAY_OUTBOX: Final = "veil.relay_outbox"
 SWEEP_LEASES: Final = "veil.sweep_leases"
+REDACT_CHUNK: Final = "veil.redact_chunk"
+ASSEMBLE_VIDEO: Final = "veil.assemble_video"
+PURGE: Final = "veil.purge"
 
-TASK_FOR_JOB_KIND: Final = {"image": REDACT_IMAGE}
+TASK_FOR_JOB_KIND: Final = {"image": REDACT_IMAGE, "chunk": REDACT_CHUNK,
+                            "assemble": ASSEMBLE_VIDEO}
 
 
 def job_task_args(job_id: uuid.UUID | str) -> list[str]:

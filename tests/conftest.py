@@ -94,8 +94,9 @@ def clean_ledger(services: Settings) -> Settings:
     """Empty ledger tables (audit events cannot be deleted: the database is fresh per session)."""
     _delete_recorded_objects(services)
     with psycopg.connect(services.db.url) as conn:
+        # CASCADE: tables added later that reference sources or jobs are emptied too
         conn.execute("TRUNCATE outbox, detections, artifacts, deletion_tasks, dead_letters,"
-                     " legal_holds, jobs, sources, keyring.data_keys")
+                     " legal_holds, jobs, sources, keyring.data_keys CASCADE")
     return services
 
 

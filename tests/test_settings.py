@@ -25,9 +25,9 @@ def test_celery_reliability_settings() -> None:
 def test_every_task_is_routed_and_scheduled() -> None:
     config = celery_config(Settings())
     assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.RELAY_OUTBOX,
-                                          messages.SWEEP_LEASES}
+                                          messages.SWEEP_LEASES, messages.PURGE}
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
-    assert scheduled == {messages.RELAY_OUTBOX, messages.SWEEP_LEASES}
+    assert scheduled == {messages.RELAY_OUTBOX, messages.SWEEP_LEASES, messages.PURGE}
 
 
 def test_visibility_timeout_must_exceed_hard_limit() -> None:

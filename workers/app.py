@@ -5,4 +5,4 @@ from __future__ import annotations
 from infra.broker import make_celery
 
 app = make_celery(name="veil")
-app.conf.include = ["workers.tasks"]
+app.conf.include = ["workers.tasks", "workers.tasks_video", "workers.tasks_retention"]

@@ -1,0 +1,73 @@
+"""Capture time (and a video's length) from a file's own metadata, for access requests.
+
+Read at ingest from the bytes already in memory: a JPEG's EXIF ``DateTimeOriginal`` (with
+``OffsetTimeOriginal`` when the camera wrote it), a video container's ``creation_time``. Only
+headers are parsed, never pixels. EXIF times without an offset are camera-local and taken as
+UTC: cameras rarely know their zone, and `veil ingest --captured-at` is there for files without
+metadata. Anything unreadable yields None; it never fails an ingest (invariant 7).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x9003, 0x9004
+_OFFSET_ORIGINAL, _OFFSET_DIGITIZED = 0x9011, 0x9012
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    captured_at: datetime | None = None
+    duration_s: float | None = None
+
+
+def media_facts(data: bytes, kind: str) -> MediaFacts:
+    try:
+        if kind == "video":
+            return _video_facts(data)
+        return MediaFacts(captured_at=exif_capture_time(data))
+    except Exception:  # metadata is a convenience: bad or hostile headers are ignored
+        return MediaFacts()
+
+
+def exif_capture_time(data: bytes) -> datetime | None:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as img:
+            exif = img.getexif().get_ifd(_EXIF_IFD)
+    for stamp_tag, offset_tag in ((_DATETIME_ORIGINAL, _OFFSET_ORIGINAL),
+                                  (_DATETIME_DIGITIZED, _OFFSET_DIGITIZED)):
+        stamp = exif.get(stamp_tag)
+        if not stamp:
+            continue
+        parsed = datetime.strptime(str(stamp).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+        return parsed.replace(tzinfo=_offset(exif.get(offset_tag)))
+    return None
+
+
+def _offset(text: object) -> timezone:
+    """``+02:00`` -> UTC+2; missing or malformed -> UTC."""
+    value = str(text or "").strip("\x00 ")
+    if len(value) == 6 and value[0] in "+-" and value[3] == ":":
+        delta = timedelta(hours=int(value[1:3]), minutes=int(value[4:6]))
+        return timezone(delta if value[0] == "+" else -delta)
+    return UTC
+
+
+def _video_facts(data: bytes) -> MediaFacts:
+    import av
+
+    with av.open(io.BytesIO(data), "r") as container:
+        stamp = container.metadata.get("creation_time")
+        duration = container.duration / 1_000_000 if container.duration else None
+    captured = None
+    if stamp:
+        captured = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        captured = captured.replace(tzinfo=UTC) if captured.tzinfo is None else captured
+    return MediaFacts(captured_at=captured, duration_s=duration)

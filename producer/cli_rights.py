@@ -1,0 +1,256 @@
+"""`veil purge | erase | hold | dsar | audit | metrics`: retention and data-subject rights.
+
+Exit codes follow `veil`'s: 0 done; 1 something was refused or failed (named in the output);
+2 bad usage; 3 a service is unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from producer.cli import main
+from producer.cli_common import EXIT_FAILED, emit, load_settings, service_errors
+
+
+def _ids(values: tuple[str, ...]) -> list[uuid.UUID]:
+    out = []
+    for value in values:
+        try:
+            out.append(uuid.UUID(value))
+        except ValueError as exc:
+            raise click.BadParameter(f"not a source id: {value!r}") from exc
+    return out
+
+
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from producer.dsar import parse_time
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@contextmanager
+def _rights_errors() -> Iterator[None]:
+    """A refused request (unknown or erased source, hold conflict): one line, exit 1."""
+    from producer.holds import RightsError
+    try:
+        yield
+    except RightsError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+# --- purge -------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--now", "run_here", is_flag=True,
+              help="Run the purge in this process and wait (default: hand it to the workers).")
+@click.option("--dry-run", is_flag=True, help="List what is due (and held); delete nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
+    """Delete every object whose retention ran out, all versions, with a receipt each.
+
+    `veil beat` schedules this every `retention.purge_interval_s` (60 s); run it by hand to
+    catch up. Objects of sources under legal hold are deferred, not deleted.
+    """
+    settings = load_settings()
+    with service_errors():
+        if dry_run:
+            from infra.purge import due_deletions
+            due = due_deletions(settings)
+            rows = [{"task_id": t.id, "source_id": str(t.source_id) if t.source_id else None,
+                     "bucket": t.bucket, "key": t.key, "due_at": t.due_at.isoformat(),
+                     "hold_id": t.hold_id, "raw": t.is_raw} for t in due]
+            emit(as_json, rows, lambda: [
+                *(f"{r['due_at']}  {r['bucket']}/{r['key']}"
+                  + (f"  HELD (legal hold {r['hold_id']}): would be deferred"
+                     if r["hold_id"] else "") for r in rows),
+                f"{len(rows)} due (first 1000 shown); nothing deleted (dry run)"])
+            return
+        if not run_here:
+            from infra.broker import make_celery
+            from schemas import messages
+            make_celery(settings, name="veil-producer").send_task(messages.PURGE)
+            click.echo("purge sent to the workers (maintenance queue); use --now to run it here")
+            return
+        from infra.purge import purge_due
+        report = purge_due(settings, max_runtime_s=float("inf"))
+    emit(as_json, report.as_dict(), lambda: [
+        f"{report.deleted} deleted, {report.deferred} deferred by legal hold, "
+        f"{report.failed} failed (retried later) in {report.seconds:.1f} s",
+        *(f"failed: {e}" for e in report.errors)])
+    if report.failed:
+        sys.exit(EXIT_FAILED)
+
+
+# --- erase -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("source_ids", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why (request reference, consent withdrawn...). "
+              "Recorded in the audit trail.")
+def erase(source_ids: tuple[str, ...], reason: str) -> None:
+    """Erase sources now: the right to erasure, or consent withdrawn.
+
+    Cancels their jobs, destroys each raw original's key, deletes every version of the original
+    and of everything derived from it, and prints a JSON receipt. The ledger keeps a tombstone
+    (id and checksum only) so the same file is refused if it comes back. Sources under legal
+    hold are refused, naming the hold.
+    """
+    from producer.audit_log import operator_identity
+    from producer.erase import erase as run_erase
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    settings = load_settings()
+    with service_errors():
+        receipts = run_erase(settings, _ids(source_ids), reason, operator_identity())
+    click.echo(json.dumps(receipts, indent=2, default=str))
+    problems = [r for r in receipts if r.get("refused") or r.get("failed")]
+    for r in problems:
+        click.echo(f"Error: {r.get('refused') or 'source ' + r['source_id'] + ': '}"
+                   + ("" if r.get("refused") else
+                      f"{len(r['failed'])} objects not deleted yet; the purge retries them"),
+                   err=True)
+    if problems:
+        sys.exit(EXIT_FAILED)
+
+
+# --- hold --------------------------------------------------------------------------------------
+
+@main.group()
+def hold() -> None:
+    """Legal holds: freeze a source's objects (purges defer them, erasure is refused)."""
+
+
+@hold.command("set")
+@click.argument("source_id")
+@click.option("--reason", required=True, help="Case or order reference.")
+@click.option("--json", "as_json", is_flag=True)
+def hold_set(source_id: str, reason: str, as_json: bool) -> None:
+    """Put SOURCE_ID under legal hold (also an S3 legal hold where the bucket has object lock)."""
+    from producer.audit_log import operator_identity
+    from producer.holds import set_hold
+    settings = load_settings()
+    with service_errors(), _rights_errors():
+        result = set_hold(settings, _ids((source_id,))[0], reason, operator_identity())
+    emit(as_json, result, lambda: [
+        f"legal hold {result['hold_id']} set on source {source_id}: {result['objects_held']} "
+        f"objects held, {result['s3_versions_locked']} S3 versions locked",
+        *(f"already deleted before the hold: {o}" for o in result["already_deleted"])])
+
+
+@hold.command("release")
+@click.argument("source_id")
+@click.option("--reason", required=True, help="Why the hold ends.")
+@click.option("--json", "as_json", is_flag=True)
+def hold_release(source_id: str, reason: str, as_json: bool) -> None:
+    """Release SOURCE_ID's hold; deletions it deferred are due again at the next purge."""
+    from producer.audit_log import operator_identity
+    from producer.holds import release_hold
+    settings = load_settings()
+    with service_errors(), _rights_errors():
+        result = release_hold(settings, _ids((source_id,))[0], reason, operator_identity())
+    emit(as_json, result, lambda: [
+        f"legal hold {result['hold_id']} released on source {source_id}; "
+        f"{result['deletions_resumed']} deferred deletions due again"])
+
+
+@hold.command("list")
+@click.option("--all", "all_", is_flag=True, help="Include released holds.")
+@click.option("--json", "as_json", is_flag=True)
+def hold_list(all_: bool, as_json: bool) -> None:
+    """List active (or all) legal holds."""
+    from producer.holds import list_holds
+    with service_errors():
+        holds = list_holds(load_settings(), include_released=all_)
+    emit(as_json, holds, lambda: [
+        f"{h['id']:>5}  {h['source_id']}  set {h['set_at']:%Y-%m-%d %H:%M} by {h['set_by']}"
+        + (f"  released {h['released_at']:%Y-%m-%d %H:%M}" if h["released_at"] else "")
+        + f"  {h['reason']}" for h in holds] or ["no legal holds"])
+
+
+# --- dsar --------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--camera", required=True, help="Camera or source group given at ingest.")
+@click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
+@click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The zip to write.")
+@click.option("--json", "as_json", is_flag=True)
+def dsar(camera: str, start: datetime, end: datetime, output: Path, as_json: bool) -> None:
+    """Answer a subject access request: the redacted recordings of CAMERA in a time range.
+
+    Writes a zip with the redacted media (JPEG, PNG, MP4) and a manifest (JSON and CSV) with
+    lineage, processing and retention dates of each recording. Every source exported is audited.
+    """
+    from producer.audit_log import operator_identity
+    from producer.dsar import export_dsar
+    settings = load_settings()
+    with service_errors():
+        try:
+            result = export_dsar(settings, camera, start, end, output, operator_identity())
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    emit(as_json, {"path": str(result.path), "sources": result.sources, "files": result.files},
+         lambda: [f"{result.path}: {len(result.sources)} recordings on record, "
+                  f"{result.files} media files"])
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--source", "source_id", help="Only this source's events.")
+@click.option("--since", callback=_time, help="ISO 8601 time; naive is UTC.")
+@click.option("--until", callback=_time, help="ISO 8601 time; naive is UTC.")
+@click.option("--action", "actions", multiple=True, help="Only these actions (repeatable): "
+              "ingest, raw_read, output_write, export, dsar_export, erase, purge, "
+              "purge_deferred, purge_failed, hold_set, hold_release, job_failed.")
+@click.option("--limit", default=1000, show_default=True, help="The newest N events.")
+@click.option("--json", "as_json", is_flag=True)
+def audit(source_id: str | None, since: datetime | None, until: datetime | None,
+          actions: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Who did what, when: ingests, raw reads, exports, erasures, purges, holds.
+
+    The trail is append-only: the database refuses UPDATE and DELETE on it.
+    """
+    from producer.audit_log import query_audit, summarize
+    sid = _ids((source_id,))[0] if source_id else None
+    with service_errors():
+        events = query_audit(load_settings(), source_id=sid, since=since, until=until,
+                             actions=actions, limit=limit)
+    emit(as_json, events, lambda: [summarize(e) for e in events] or ["no audit events"])
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--serve", "port", type=int, help="Serve /metrics on this port instead.")
+@click.option("--address", default="127.0.0.1", show_default=True)
+def metrics(port: int | None, address: str) -> None:
+    """Prometheus metrics from the ledger (overdue deletions, holds, jobs by state)."""
+    from producer.metrics import collect, make_server, render
+    settings = load_settings()
+    if port is None:
+        with service_errors():
+            click.echo(render(collect(settings)), nl=False)
+        return
+    server = make_server(settings, port, address)
+    click.echo(f"serving http://{address}:{server.server_port}/metrics", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
