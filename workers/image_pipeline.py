@@ -1,4 +1,4 @@
-"""One image through every stage: decode, detect, redact, encode.
+"""One image through every stage: decode, detect, redact, guard, encode.
 
 The single plain function behind both the Celery image task and the in-process ``veil redact``;
 it touches no service. It fails closed: any error raises, and nothing is returned that did not
@@ -8,15 +8,28 @@ fault and retrying is pointless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
 
 from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
+from workers.guard import GuardReport, enforce
 from workers.imageio import decode_image, encode_image
 from workers.redaction import redact
+from workers.reliability import PermanentJobError
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
+Frame = NDArray[np.uint8]
+
+
+class MissingDetectorError(PermanentJobError):
+    """The policy redacts a class that no configured detector reports: refuse, never skip."""
 
 
 @dataclass
@@ -28,19 +41,80 @@ class ImageResult:
     height: int
     detections: list[Detection]
     model_version: str
-    params: dict[str, Any]  # detector, redaction and encoder settings, for the ledger
+    params: dict[str, Any]  # detector, redaction, encoder and guard settings, for the ledger
+    guard: GuardReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage and detector
 
 
-def redact_image_bytes(data: bytes, policy: Policy, detector: Detector,
-                       max_pixels: int) -> ImageResult:
-    image = decode_image(data, max_pixels)
+def detect_frames(frames: Sequence[NDArray[np.uint8]], policy: Policy,
+                  detector: Detector) -> list[list[Detection]]:
+    """Detections per frame (BGR), limited to the classes the policy redacts. Used for images
+    and for every video frame, so both follow one rule.
+
+    Fails closed: a policy class that the detector cannot report raises
+    :class:`MissingDetectorError`. Detections whose score is in the policy's review band for
+    their class come back with ``uncertain=True`` (redacted all the same; `veil review` lists
+    them for a person to look at).
+    """
     wanted = set(policy.classes)
-    detections = [d for d in detector.detect(image.frame) if d.cls in wanted]
-    redacted = redact(image.frame, detections, policy.redaction)
+    missing = wanted - detector.classes
+    if missing:
+        raise MissingDetectorError(
+            f"policy {policy.name!r} redacts {', '.join(sorted(missing))} but the configured "
+            f"detectors ({detector.key}) report only {', '.join(sorted(detector.classes))}; "
+            "enable a detector for it (VEIL_MODELS__DETECTORS)")
+    return [[_flag(d, policy) for d in dets]
+            for dets in detector.detect_batch(frames, classes=wanted)]
+
+
+def _flag(detection: Detection, policy: Policy) -> Detection:
+    band = policy.review.get(detection.cls)  # type: ignore[call-overload]
+    if band is not None and band.low <= detection.score < band.high:
+        return replace(detection, uncertain=True)
+    return detection
+
+
+def redact_frame(frame: NDArray[np.uint8], detections: Sequence[Detection],
+                 policy: Policy) -> NDArray[np.uint8]:
+    """The frame with every detection destroyed as the policy says (a new array); each class
+    with its own method, mask and box scale where the policy sets them (``per_class``)."""
+    return redact(frame, list(detections), policy.redaction)
+
+
+def redact_image_bytes(data: bytes, policy: Policy, detector: Detector, max_pixels: int,
+                       guard: bool = True) -> ImageResult:
+    """Decode, detect, redact, guard, encode. ``guard=False`` only for measuring without it."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    image = decode_image(data, max_pixels)
+    timings["decode_s"] = time.perf_counter() - started
+    t = time.perf_counter()
+    detections = detect_frames([image.frame], policy, detector)[0]
+    timings["detect_s"] = time.perf_counter() - t
+    for key, seconds in getattr(detector, "last_timings", {}).items():
+        timings[f"detect_{key}_s"] = seconds
+    t = time.perf_counter()
+    redacted = redact_frame(image.frame, detections, policy)
+    timings["redact_s"] = time.perf_counter() - t
+    report = None
+    if guard:
+        redacted, added, report = enforce(redacted, detections, detector, policy,
+                                          _published_view(image.format, policy.jpeg_quality))
+        detections = detections + added
+        timings["guard_s"] = report.seconds
+    t = time.perf_counter()
     encoded, ext = encode_image(redacted, image.format, policy.jpeg_quality)
+    timings["encode_s"] = time.perf_counter() - t
     encoder: dict[str, Any] = {"format": ext}
     if ext == "jpg":
         encoder["jpeg_quality"] = policy.jpeg_quality
+    params: dict[str, Any] = {
+        "detector": {"key": detector.key, **detector.params},
+        "redaction": policy.redaction.model_dump(mode="json"),
+        "encoder": encoder,
+    }
+    if report is not None:
+        params["guard"] = report.to_json()
     return ImageResult(
         data=encoded,
         ext=ext,
@@ -49,9 +123,19 @@ def redact_image_bytes(data: bytes, policy: Policy, detector: Detector,
         height=image.height,
         detections=detections,
         model_version=detector.model_version,
-        params={
-            "detector": {"key": detector.key, **detector.params},
-            "redaction": policy.redaction.model_dump(mode="json"),
-            "encoder": encoder,
-        },
+        params=params,
+        guard=report,
+        timings=timings,
     )
+
+
+def _published_view(fmt: str, jpeg_quality: int) -> Callable[[Frame], Frame]:
+    """The frame as the published file will decode: the guard checks that, not the array."""
+
+    def view(frame: Frame) -> Frame:
+        data, ext = encode_image(frame, fmt, jpeg_quality)
+        if ext != "jpg":
+            return frame  # PNG is lossless: what is in memory is what is published
+        return np.asarray(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), np.uint8)
+
+    return view

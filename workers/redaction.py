@@ -34,17 +34,23 @@ _MIN_CELL_PX = 4
 
 
 def redact(frame: Frame, detections: Sequence[Detection], params: RedactionParams) -> Frame:
-    """A redacted copy of ``frame`` (BGR); the input is left untouched."""
+    """A redacted copy of ``frame`` (BGR); the input is left untouched.
+
+    Each detection is redacted with the parameters of its class (``params.per_class``).
+    """
     out = frame.copy()
     height, width = frame.shape[:2]
-    method = _METHODS[params.method]
+    per_class: dict[str, RedactionParams] = {}
     for detection in detections:
-        x1, y1, x2, y2 = enlarge_box(detection.box, params.box_scale, width, height)
+        if detection.cls not in per_class:
+            per_class[detection.cls] = params.for_class(detection.cls)
+        chosen = per_class[detection.cls]
+        x1, y1, x2, y2 = enlarge_box(detection.box, chosen.box_scale, width, height)
         if x2 <= x1 or y2 <= y1:
             continue
         roi = out[y1:y2, x1:x2]
-        replaced = method(roi, params)
-        if params.mask == "ellipse":
+        replaced = _METHODS[chosen.method](roi, chosen)
+        if chosen.mask == "ellipse":
             inside = ellipse_mask(y2 - y1, x2 - x1)
             roi[inside] = replaced[inside]
         else:

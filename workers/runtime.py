@@ -15,7 +15,7 @@ from minio import Minio
 from infra.objectstore import client_for
 from infra.settings import get_settings
 from workers.detectors.base import Detector
-from workers.detectors.registry import build_detector, parse_detector_config
+from workers.detectors.registry import build_configured_detector
 
 _lock = threading.Lock()
 _detector: Detector | None = None
@@ -23,11 +23,11 @@ _detector_pid: int | None = None
 
 
 def detector() -> Detector:
+    """This process's detector, covering every class ``models.detectors`` enables."""
     global _detector, _detector_pid
     with _lock:
         if _detector is None or _detector_pid != os.getpid():
-            _detector = build_detector(parse_detector_config({"type": "centerface"}),
-                                       get_settings().models)
+            _detector = build_configured_detector(get_settings().models)
             _detector_pid = os.getpid()
         return _detector
 

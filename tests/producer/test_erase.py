@@ -52,6 +52,8 @@ def test_erase_leaves_nothing_of_the_source_and_cancels_its_jobs(
     exported = veil("export", erased_id, "-o", str(tmp_path / "exported"))
     assert exported.returncode == 0, exported.stderr
     assert len(source_versions(admin, settings, erased_id, raw_keys[erased_id])) >= 3
+    review = veil("review", "--done", erased_id, "--note", "the man in the red coat", "--by", "dpo")
+    assert review.returncode == 0, review.stderr
 
     # when the three are erased
     targets = [erased_id, str(queued.source_id), str(running.source_id)]
@@ -88,6 +90,7 @@ def test_erase_leaves_nothing_of_the_source_and_cancels_its_jobs(
     assert tomb["camera"] is None and tomb["captured_at"] is None and tomb["sha256"]
     assert rows(settings, "SELECT d.id FROM detections d JOIN jobs j ON j.id = d.job_id"
                 " WHERE j.source_id = %s", erased_id) == []
+    assert rows(settings, "SELECT id FROM reviews WHERE source_id = %s", erased_id) == []
     actions = [r["action"] for r in rows(settings, "SELECT action FROM audit_events"
                                          " WHERE source_id = %s ORDER BY id", erased_id)]
     assert actions[0] == "ingest" and actions[-1] == "erase"

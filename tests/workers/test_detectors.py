@@ -115,3 +115,53 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
                      np.float32)
     assert nms(boxes, 0.3).tolist() == [1, 2]
     assert nms(np.zeros((0, 5), np.float32), 0.3).tolist() == []
+
+
+def test_a_face_too_large_for_the_network_is_boxed_whole_by_the_coarse_view(
+        astronaut: NDArray[np.uint8]) -> None:
+    """At 2560 px the face is about 650 px high: native-size inference alone boxes only part of
+    it; the coarse view (long side 1280) sees it whole."""
+    size = 2560
+    big = np.asarray(cv2.resize(astronaut, (size, size), interpolation=cv2.INTER_LINEAR))
+    expected = tuple(v * size / 512 for v in ASTRONAUT_FACE)
+    native_only = CenterFaceDetector(CenterFaceConfig(coarse_long_side=4096),
+                                     ModelSettings(provider="cpu"))
+    multi_scale = CenterFaceDetector(CenterFaceConfig(), ModelSettings(provider="cpu"))
+    best_native = max(native_only.detect(big), key=lambda d: d.score)
+    best = max(multi_scale.detect(big), key=lambda d: d.score)
+    assert _iou(best.box, expected) > 0.6
+    assert _iou(best.box, expected) > _iou(best_native.box, expected)
+
+
+def test_tiles_cover_a_large_frame_and_find_a_face_on_a_tile_edge(
+        astronaut: NDArray[np.uint8]) -> None:
+    config = CenterFaceConfig(tile_pixels=512 * 512, tile_overlap=128, coarse_long_side=256)
+    detector = CenterFaceDetector(config, ModelSettings(provider="cpu"))
+    views = detector.views(700, 1100)
+    tiles = [v for v in views if v.factor == 1.0]
+    assert len(tiles) > 1 and all((v.x2 - v.x1) * (v.y2 - v.y1) <= 512 * 512 for v in tiles)
+    covered = np.zeros((700, 1100), bool)
+    for v in tiles:
+        covered[v.y1:v.y2, v.x1:v.x2] = True
+    assert covered.all()
+    # the astronaut's face (130 px) straddles the first tile's right edge at x = 512
+    frame = np.full((700, 1100, 3), 100, np.uint8)
+    frame[100:612, 300:812] = astronaut
+    expected = (300 + 175, 100 + 55, 300 + 275, 100 + 185)
+    assert any(_iou(f.box, expected) > 0.6 and f.score > 0.5 for f in detector.detect(frame))
+
+
+def test_detect_batch_with_classes_skips_a_detector_that_reports_none_of_them(
+        detector: Detector, astronaut: NDArray[np.uint8]) -> None:
+    fresh = CenterFaceDetector(CenterFaceConfig(), ModelSettings(provider="cpu"))
+    assert fresh.detect_batch([astronaut], classes={"plate"}) == [[]]
+    assert fresh.provider is None  # not even loaded
+    assert detector.detect_batch([astronaut], classes={"face"})[0]
+
+
+def test_faint_boxes_are_kept_only_when_small() -> None:
+    detector = CenterFaceDetector(CenterFaceConfig(threshold=0.05, large_threshold=0.2,
+                                                   small_px=24, large_px=96),
+                                  ModelSettings(provider="cpu"))
+    needed = detector.min_score(np.array([10, 24, 48, 96, 400], np.float32)).tolist()
+    assert needed == pytest.approx([0.05, 0.05, 0.125, 0.2, 0.2])

@@ -15,8 +15,12 @@ from infra.settings import ModelSettings
 from producer.redact_local import count_inputs, redact_files
 from schemas.policy import Policy
 from workers.detectors.base import Detector
-from workers.detectors.registry import build_detector, parse_detector_config
-from workers.image_pipeline import redact_image_bytes
+from workers.detectors.registry import (
+    build_configured_detector,
+    build_detector,
+    parse_detector_config,
+)
+from workers.image_pipeline import MissingDetectorError, detect_frames, redact_image_bytes
 from workers.imageio import BadInputError
 
 FACE = (175, 55, 275, 185)
@@ -27,6 +31,12 @@ LIMIT = 80_000_000
 def detector() -> Detector:
     return build_detector(parse_detector_config({"type": "centerface"}),
                           ModelSettings(provider="cpu"))
+
+
+@pytest.fixture(scope="module")
+def pooled() -> Detector:
+    """Every detector the default configuration enables (faces, plates and text)."""
+    return build_configured_detector(ModelSettings(provider="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +71,63 @@ def test_jpeg_in_redacted_jpeg_out(detector: Detector, policy: Policy,
     assert _face_ssim(astronaut, out) < 0.6
 
 
-def test_png_in_png_out_and_policy_classes_filter(detector: Detector,
+def test_png_in_png_out_and_policy_classes_filter(pooled: Detector,
                                                   astronaut: NDArray[np.uint8]) -> None:
     plates_only = Policy(name="plates", raw_retention_s=86400, classes=["plate"])
     source = bytes(cv2.imencode(".png", astronaut)[1])
-    result = redact_image_bytes(source, plates_only, detector, LIMIT)
+    result = redact_image_bytes(source, plates_only, pooled, LIMIT)
     assert (result.ext, result.content_type, result.detections) == ("png", "image/png", [])
     out = cv2.imdecode(np.frombuffer(result.data, np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(out, astronaut)  # no face class asked for: lossless, untouched
+    assert result.guard is not None and result.guard.action == "skipped"
+
+
+def test_a_policy_class_without_a_detector_fails_closed(detector: Detector,
+                                                        astronaut: NDArray[np.uint8]) -> None:
+    plates = Policy(name="plates", raw_retention_s=86400, classes=["face", "plate"])
+    with pytest.raises(MissingDetectorError, match="policy 'plates' redacts plate"):
+        detect_frames([astronaut], plates, detector)
+
+
+def test_faces_and_plates_in_one_image_each_redacted_their_way(pooled: Detector) -> None:
+    """The street policy: faces blurred, plates blurred in a larger box; both destroyed."""
+    from infra.policies import get_policy
+
+    policy = get_policy("street")
+    assert set(policy.classes) == {"face", "plate"}
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[30:230, 150:300]
+    frame[20:220, 40:190] = face
+    cv2.rectangle(frame, (300, 350), (520, 405), (245, 245, 245), -1)
+    cv2.putText(frame, "KA 482 BX", (312, 392), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (10, 10, 10), 2)
+    result = redact_image_bytes(bytes(cv2.imencode(".png", frame)[1]), policy, pooled, LIMIT)
+    out = np.asarray(cv2.imdecode(np.frombuffer(result.data, np.uint8), cv2.IMREAD_COLOR))
+    classes = {d.cls for d in result.detections}
+    assert classes == {"face", "plate"}
+    gray_in, gray_out = (cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in (frame, out))
+    plate_ssim = structural_similarity(gray_in[355:400, 305:515], gray_out[355:400, 305:515],
+                                       win_size=7, data_range=255)
+    face_ssim = structural_similarity(gray_in[45:155, 65:165], gray_out[45:155, 65:165],
+                                      win_size=7, data_range=255)
+    assert plate_ssim < 0.6 and face_ssim < 0.6
+    assert result.params["detector"]["key"] == "multi"
+    assert {"detect_centerface_s", "detect_text_s", "guard_s"} <= set(result.timings)
+
+
+def test_scores_in_the_review_band_are_flagged_uncertain(detector: Detector,
+                                                         astronaut: NDArray[np.uint8]) -> None:
+    from schemas.policy import ReviewBand
+
+    strict = Policy(name="review-all", raw_retention_s=60,
+                    review={"face": ReviewBand(low=0.0, high=1.0)})
+    lenient = Policy(name="review-none", raw_retention_s=60, review={})
+    band = Policy(name="band", raw_retention_s=60,
+                  review={"face": ReviewBand(low=0.5, high=0.99)})
+    assert all(d.uncertain for d in detect_frames([astronaut], strict, detector)[0])
+    assert not any(d.uncertain for d in detect_frames([astronaut], lenient, detector)[0])
+    flagged = detect_frames([astronaut], band, detector)[0]
+    assert [d.uncertain for d in flagged] == [0.5 <= d.score < 0.99 for d in flagged]
+    assert any(d.uncertain for d in flagged) and not all(d.uncertain for d in flagged)
 
 
 def test_bad_input_raises(detector: Detector, policy: Policy) -> None:

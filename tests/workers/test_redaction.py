@@ -82,3 +82,26 @@ def test_no_detections_returns_an_equal_copy(astronaut: NDArray[np.uint8]) -> No
     out = redact(astronaut, [], RedactionParams())
     assert out is not astronaut
     np.testing.assert_array_equal(out, astronaut)
+
+
+def test_each_class_gets_its_own_method_and_box() -> None:
+    """A policy can fill plates with a larger box while blurring faces."""
+    from schemas.policy import ClassRedaction
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    params = RedactionParams(method="blur", box_scale=1.0, per_class={
+        "plate": ClassRedaction(method="fill", box_scale=1.5, fill_color=(0, 255, 0))})
+    face, plate = (20.0, 20.0, 80.0, 80.0), (180.0, 100.0, 260.0, 120.0)
+    out = redact(frame, [Detection("face", 0.9, face), Detection("plate", 0.8, plate)], params)
+    # the plate, grown 1.5x around its centre (160-280, 95-125), is solid green (BGR)
+    assert (out[95:125, 160:280] == (0, 255, 0)).all()
+    assert not (out[94, 160:280] == (0, 255, 0)).all(axis=1).any()
+    # the face is blurred, not filled, and only within its own (unscaled) box
+    assert len(np.unique(out[20:80, 20:80].reshape(-1, 3), axis=0)) > 50
+    assert _ssim(frame, out, face) < 0.6
+    np.testing.assert_array_equal(out[:, 85:150], frame[:, 85:150])
+    assert params.for_class("plate").method == "fill"
+    assert params.for_class("face").box_scale == 1.0 and params.for_class("face").per_class == {}
+    assert not params.weak
+    assert RedactionParams(per_class={"text": ClassRedaction(method="pixelate")}).weak

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ class Detection:
     cls: str  # "face", "plate", ...
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame given
+    uncertain: bool = False  # score within the policy's review band (set by detect_frames)
 
 
 class Detector(ABC):
@@ -54,16 +55,29 @@ class Detector(ABC):
         """Detections in one BGR HxWx3 uint8 frame."""
         return self.detect_batch([frame])[0]
 
-    def detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
-        """Detections for each frame, in order; frames may differ in size."""
-        for frame in frames:
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                raise ValueError(f"expected a BGR HxWx3 uint8 frame, got {frame.shape} "
-                                 f"{frame.dtype}")
+    @property
+    def classes(self) -> frozenset[str]:
+        """The classes this detector can report (a policy asking for others must fail)."""
+        return frozenset()
+
+    def detect_batch(self, frames: Sequence[NDArray[np.uint8]],
+                     classes: Collection[str] | None = None) -> list[list[Detection]]:
+        """Detections for each frame, in order; frames may differ in size.
+
+        With ``classes``, only those classes are returned, and a detector that reports none of
+        them does not run at all (a faces-only policy skips the text model).
+        """
+        _check_frames(frames)
         if not frames:
             return []
+        if classes is not None and not self.classes & set(classes):
+            return [[] for _ in frames]
         self.load()
-        return self._detect_batch(frames)
+        found = self._detect_batch(frames)
+        if classes is None:
+            return found
+        wanted = set(classes)
+        return [[d for d in dets if d.cls in wanted] for dets in found]
 
     @abstractmethod
     def _load(self) -> None:
@@ -71,3 +85,10 @@ class Detector(ABC):
 
     @abstractmethod
     def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]: ...
+
+
+def _check_frames(frames: Sequence[NDArray[np.uint8]]) -> None:
+    for frame in frames:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected a BGR HxWx3 uint8 frame, got {frame.shape} "
+                             f"{frame.dtype}")

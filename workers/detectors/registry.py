@@ -21,7 +21,11 @@ from workers.detectors.base import Detector
 log = logging.getLogger(__name__)
 
 # module, detector class, config class
-_BACKENDS = [("workers.detectors.centerface", "CenterFaceDetector", "CenterFaceConfig")]
+_BACKENDS = [
+    ("workers.detectors.centerface", "CenterFaceDetector", "CenterFaceConfig"),
+    ("workers.detectors.text", "TextDetector", "TextConfig"),
+    ("workers.detectors.yolo", "YoloDetector", "YoloConfig"),
+]
 
 
 def _import_backends() -> dict[str, tuple[type[Detector], type[Any]]]:
@@ -62,3 +66,20 @@ def build_detector(config: DetectorConfig, models: ModelSettings) -> Detector:
                          f"(available: {', '.join(BACKENDS) or 'none'})")
     detector_cls, _ = BACKENDS[config.type]
     return detector_cls(config, models)  # type: ignore[call-arg]
+
+
+def build_configured_detector(models: ModelSettings) -> Detector:
+    """The detector that ``models.detectors`` enables: one backend, or several pooled.
+
+    Each name is a backend key; its config comes from ``models.detector_options[name]``. An
+    unknown or unavailable backend is an error here, not a silent gap: a policy that redacts
+    plates must not run without the plate detector.
+    """
+    from workers.detectors.multi import MultiDetector
+
+    if not models.detectors:
+        raise ValueError("models.detectors is empty: enable at least one detector")
+    built = [build_detector(parse_detector_config({**models.detector_options.get(name, {}),
+                                                   "type": name}), models)
+             for name in models.detectors]
+    return built[0] if len(built) == 1 else MultiDetector(built)

@@ -1,0 +1,104 @@
+"""`veil review`: sources with uncertain detections, for human oversight (GDPR Art. 22).
+
+A detection whose score lies in the policy's review band was redacted all the same; it is
+flagged so that a person can look at the output (and the surroundings a detector may have
+missed) instead of trusting the machine alone. ``veil review`` lists the sources that have such
+detections and no review yet; ``veil review --done ID`` records that a person looked.
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from typing import Any
+
+import click
+
+from infra import db
+from infra.settings import Settings
+from producer.cli import main
+from producer.cli_common import emit, load_settings, service_errors
+
+_PENDING_SQL = """
+SELECT s.id AS source_id, s.original_name, s.kind, s.camera, s.policy_name,
+       count(*) AS uncertain, array_agg(DISTINCT d.class ORDER BY d.class) AS classes,
+       min(d.score) AS min_score, max(d.score) AS max_score,
+       (SELECT max(r.reviewed_at) FROM reviews r WHERE r.source_id = s.id) AS reviewed_at
+FROM detections d
+JOIN jobs j ON j.id = d.job_id
+JOIN sources s ON s.id = j.source_id
+WHERE d.uncertain
+  AND (%(all)s OR NOT EXISTS (SELECT 1 FROM reviews r WHERE r.source_id = s.id))
+GROUP BY s.id
+ORDER BY min(s.created_at), s.id
+LIMIT %(limit)s
+"""
+
+
+def pending_reviews(settings: Settings, include_reviewed: bool = False,
+                    limit: int = 100) -> list[dict[str, Any]]:
+    """Sources with uncertain detections (not yet reviewed, unless ``include_reviewed``)."""
+    with db.connect(settings) as conn:
+        rows = conn.execute(_PENDING_SQL, {"all": include_reviewed, "limit": limit}).fetchall()
+    return [{**row, "source_id": str(row["source_id"]),
+             "min_score": round(float(row["min_score"]), 3),
+             "max_score": round(float(row["max_score"]), 3)} for row in rows]
+
+
+def record_review(settings: Settings, source_id: uuid.UUID, reviewer: str, note: str) -> None:
+    """Record that ``reviewer`` looked at ``source_id``; the source must exist."""
+    with db.transaction(settings) as conn:
+        found = conn.execute("SELECT 1 FROM sources WHERE id = %s", (source_id,)).fetchone()
+        if found is None:
+            raise click.ClickException(f"no source {source_id}")
+        conn.execute("INSERT INTO reviews (source_id, reviewed_by, note) VALUES (%s, %s, %s)",
+                     (source_id, reviewer, note))
+
+
+@main.command()
+@click.option("--done", "done", metavar="SOURCE_ID", multiple=True,
+              help="Record that you reviewed this source (repeatable); it leaves the list.")
+@click.option("--note", default="", help="A note stored with --done.")
+@click.option("--by", "reviewer", default=None, help="Reviewer name for --done (default: "
+              "your login name).")
+@click.option("--all", "include_reviewed", is_flag=True, help="Also list reviewed sources.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def review(done: tuple[str, ...], note: str, reviewer: str | None, include_reviewed: bool,
+           limit: int, as_json: bool) -> None:
+    """List sources whose detections were uncertain, so a person can look at them.
+
+    \b
+    Uncertain means a score inside the policy's review band (policy key `review`, per class:
+    low <= score < high). Those regions were redacted anyway; the review is a person checking
+    the output (`veil export SOURCE_ID`) for anything the detector got wrong.
+      veil review                       what is waiting
+      veil review --done ID --note ok   mark it reviewed
+    """
+    settings = load_settings()
+    if done:
+        try:
+            ids = [uuid.UUID(value) for value in done]
+        except ValueError as exc:
+            raise click.BadParameter(f"not a source id: {exc}", param_hint="--done") from exc
+        with service_errors():
+            for source_id in ids:
+                record_review(settings, source_id, reviewer or getpass.getuser(), note)
+        emit(as_json, {"reviewed": [str(i) for i in ids]},
+             lambda: [f"reviewed {i}" for i in ids])
+        return
+    with service_errors():
+        rows = pending_reviews(settings, include_reviewed, limit)
+    emit(as_json, rows, lambda: _lines(rows))
+
+
+def _lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["nothing to review"]
+    lines = [f"{'source':<36}  {'uncertain':>9}  {'classes':<12} {'scores':<11}  name"]
+    for row in rows:
+        mark = "  (reviewed)" if row["reviewed_at"] else ""
+        lines.append(f"{row['source_id']:<36}  {row['uncertain']:>9}  "
+                     f"{','.join(row['classes']):<12} {row['min_score']:.2f}-{row['max_score']:.2f}"
+                     f"  {row['original_name']}{mark}")
+    return lines

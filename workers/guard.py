@@ -1,0 +1,163 @@
+"""The guard: no output is published while the face detector still finds a face in it.
+
+After redaction the face detector runs again, on the *output*. A face it finds at or above the
+policy's ``guard.threshold`` is either
+
+* ``weak``: on or near a region that was redacted (the redaction left it recognisable enough to
+  be found again), or
+* ``miss``: anywhere else (the first pass missed it; blurring nearby faces can change what the
+  detector sees).
+
+Either way the output is not published as it is. With ``on_failure = "reredact"`` a weak region
+is filled solid (the strongest method) over the union of the re-found face and the region, and a
+missed face is redacted like any face and added to the detections; then the output is checked
+again, up to ``max_rounds`` re-redactions. With ``"fail"``, or when the rounds run out, the job
+fails with :class:`GuardFailure` (permanent: the original stays in `raw` for a person to see).
+
+:func:`check` is the plain test, for callers that decide for themselves (video frames);
+:func:`enforce` is the policy, used by the image pipeline. Both report what they did; the report
+goes into the artifact's parameters in the ledger, with the time it cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from schemas.policy import Policy, RedactionParams
+from workers.detectors.base import Detection, Detector
+from workers.redaction import enlarge_box, redact
+from workers.reliability import PermanentJobError
+
+Frame = NDArray[np.uint8]
+Box = tuple[float, float, float, float]
+
+NEAR = 1.5  # a redacted region grown by this factor still counts as "near"
+OVERLAP = 0.25  # share of a re-found face's box inside a (grown) region that makes it "weak"
+_FILL = RedactionParams(method="fill", box_scale=1.0)
+
+
+class GuardFailure(PermanentJobError):
+    """A face is still visible in an output that the policy does not allow to re-redact."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Literal["weak", "miss"]
+    score: float
+    box: Box
+
+
+@dataclass
+class GuardReport:
+    action: Literal["skipped", "passed", "reredacted", "failed"]
+    threshold: float = 0.0
+    checks: int = 0  # detector passes over outputs
+    found: list[Finding] = field(default_factory=list)  # what the first check found
+    remaining: list[Finding] = field(default_factory=list)  # what the last check found
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["weak"] = sum(f.kind == "weak" for f in self.found)
+        data["miss"] = sum(f.kind == "miss" for f in self.found)
+        data["seconds"] = round(self.seconds, 4)
+        return data
+
+
+def check(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
+          threshold: float, redaction: RedactionParams | None = None) -> list[Finding]:
+    """Faces the detector still finds in ``frame_out`` at ``threshold`` or above.
+
+    ``detections`` are those that were redacted (their boxes before enlargement) and
+    ``redaction`` the parameters used, which set how far each region reached.
+    """
+    redaction = redaction or RedactionParams()
+    height, width = frame_out.shape[:2]
+    regions = [enlarge_box(d.box, redaction.for_class(d.cls).box_scale * NEAR, width, height)
+               for d in detections]
+    findings = []
+    for face in detector.detect_batch([frame_out], classes={"face"})[0]:
+        if face.score < threshold:
+            continue
+        weak = any(_inside_share(face.box, region) >= OVERLAP for region in regions)
+        findings.append(Finding("weak" if weak else "miss", round(face.score, 4), face.box))
+    return findings
+
+
+def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
+            policy: Policy, render: Callable[[Frame], Frame] | None = None
+            ) -> tuple[Frame, list[Detection], GuardReport]:
+    """Check ``frame_out`` and act per ``policy.guard``.
+
+    ``render`` turns a frame into what a viewer of the output will see (for JPEG: encode and
+    decode again). The check runs on that, not on the frame in memory: compression noise moves
+    detector scores by a few hundredths, enough to cross the threshold (measured: 2 % of
+    faces-dev outputs checked clean in memory and were re-found in the published JPEG).
+
+    Returns the output to publish (re-redacted if needed), the detections the guard added
+    (missed faces), and the report. Raises :class:`GuardFailure` when a face stays visible.
+    """
+    params = policy.guard
+    if not params.enabled or "face" not in policy.classes:
+        return frame_out, [], GuardReport("skipped")
+    started = time.perf_counter()
+    view = render or (lambda frame: frame)
+    report = GuardReport("passed", threshold=params.threshold)
+    redacted = list(detections)
+    added: list[Detection] = []
+    findings = check(view(frame_out), redacted, detector, params.threshold, policy.redaction)
+    report.checks, report.found = 1, findings
+    while findings:
+        if params.on_failure == "fail" or report.checks > params.max_rounds:
+            report.action, report.remaining = "failed", findings
+            report.seconds = time.perf_counter() - started
+            worst = max(findings, key=lambda f: f.score)
+            raise GuardFailure(
+                f"guard: a face is still visible after redaction ({len(findings)} found, "
+                f"best score {worst.score:.2f}, {worst.kind}; policy {policy.name} "
+                f"on_failure={params.on_failure}, {report.checks - 1} re-redactions); "
+                "the output was not published")
+        frame_out = _reredact(frame_out, findings, redacted, policy.redaction)
+        missed = [Detection("face", f.score, f.box) for f in findings if f.kind == "miss"]
+        added += missed
+        redacted += missed
+        report.action = "reredacted"
+        findings = check(view(frame_out), redacted, detector, params.threshold,
+                         policy.redaction)
+        report.checks += 1
+    report.seconds = time.perf_counter() - started
+    return frame_out, added, report
+
+
+def _reredact(frame: Frame, findings: Sequence[Finding], redacted: Sequence[Detection],
+              redaction: RedactionParams) -> Frame:
+    height, width = frame.shape[:2]
+    missed = [Detection("face", f.score, f.box) for f in findings if f.kind == "miss"]
+    frame = redact(frame, missed, redaction)
+    fills = []
+    face_scale = redaction.for_class("face").box_scale
+    for finding in findings:
+        if finding.kind != "weak":
+            continue
+        box = enlarge_box(finding.box, face_scale, width, height)
+        for d in redacted:
+            region = enlarge_box(d.box, redaction.for_class(d.cls).box_scale, width, height)
+            if _inside_share(finding.box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
+                box = (min(box[0], region[0]), min(box[1], region[1]),
+                       max(box[2], region[2]), max(box[3], region[3]))
+        fills.append(Detection("face", finding.score, tuple(map(float, box))))  # type: ignore[arg-type]
+    return redact(frame, fills, _FILL) if fills else frame
+
+
+def _inside_share(box: Box, region: tuple[int, int, int, int] | Box) -> float:
+    """The share of ``box``'s area that lies inside ``region``."""
+    w = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
+    h = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
+    area = max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))
+    return w * h / area
