@@ -117,6 +117,7 @@ class DetectionRow:
     cls: str
     score: float
     box: tuple[float, float, float, float]
+    uncertain: bool = False  # within the policy's review band: listed by `veil review`
 
 
 def record_artifact(
@@ -149,9 +150,9 @@ def record_artifact(
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO detections (job_id, stage, model_version, frame_index, class, score,"
-            " x1, y1, x2, y2) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            [(job.job_id, stage, model_version, d.frame_index, d.cls, d.score, *d.box)
-             for d in detections],
+            " x1, y1, x2, y2, uncertain) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            [(job.job_id, stage, model_version, d.frame_index, d.cls, d.score, *d.box,
+              d.uncertain) for d in detections],
         )
 
 
@@ -195,3 +196,113 @@ def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
         " lease_expires_at = NULL WHERE id = %s AND state <> 'cancelled'",
         (str(JobState.SUCCEEDED), job_id),
     )
+
+
+# --- video ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoJob:
+    """The video side of a chunk or assemble job: its chunk plan and the source's probe."""
+
+    chunk_index: int
+    chunk: dict[str, Any] | None
+    video: dict[str, Any]
+    assembly_failed: str | None  # the assembly's error when a chunk of the source failed
+
+
+def load_video_job(conn: Conn, job: JobContext) -> VideoJob:
+    row = conn.execute(
+        "SELECT j.chunk_index, j.chunk, s.video,"
+        " (SELECT a.error FROM jobs a WHERE a.source_id = j.source_id AND a.kind = 'assemble'"
+        "  AND a.state = 'failed') AS assembly_failed"
+        " FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s", (job.job_id,),
+    ).fetchone()
+    if row is None or row["video"] is None:
+        raise LookupError(f"job {job.job_id} is not a job of a probed video source")
+    return VideoJob(row["chunk_index"], row["chunk"], row["video"], row["assembly_failed"])
+
+
+def record_job_progress(conn: Conn, job_id: uuid.UUID | str, frames_done: int) -> None:
+    conn.execute("UPDATE jobs SET frames_done = %s, updated_at = now() WHERE id = %s"
+                 " AND state = 'running'", (frames_done, job_id))
+
+
+@dataclass(frozen=True)
+class DetectionRange:
+    """Detections of one tracked region over frames ``first_frame``..``last_frame``."""
+
+    first_frame: int
+    last_frame: int
+    cls: str
+    score: float
+    box: tuple[float, float, float, float]  # the union of its boxes over those frames
+
+
+def record_detection_ranges(conn: Conn, job_id: uuid.UUID | str, stage: str,
+                            model_version: str, ranges: list[DetectionRange]) -> None:
+    """Add a video job's detections, one row per tracked region (after :func:`record_artifact`,
+    which cleared the job's previous rows for this stage and model)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO detections (job_id, stage, model_version, frame_index, frame_end, class,"
+            " score, x1, y1, x2, y2) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            [(job_id, stage, model_version, r.first_frame, r.last_frame, r.cls, r.score, *r.box)
+             for r in ranges],
+        )
+
+
+def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
+                             task_name: str) -> tuple[int, str, str] | None:
+    """Call in the transaction that finishes a chunk: when every chunk of the source succeeded,
+    mark its assemble job enqueued and write its outbox row, exactly once.
+
+    Atomic without a Celery chord: the assemble row is locked first, so two chunks finishing
+    at once are serialised, and the second one's count (a new statement, so a fresh snapshot
+    under READ COMMITTED) sees the first one's commit. ``enqueued_at IS NULL`` makes a chunk
+    that runs twice harmless. Returns the outbox row to send after commit.
+    """
+    assembly = conn.execute(
+        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = 'assemble'"
+        " AND state = 'queued' FOR UPDATE", (source_id,)).fetchone()
+    if assembly is None or assembly["enqueued_at"] is not None:
+        return None
+    pending = conn.execute(
+        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = 'chunk'"
+        " AND state <> 'succeeded'", (source_id,)).fetchone()
+    if pending is None or pending["n"]:
+        return None
+    conn.execute("UPDATE jobs SET enqueued_at = now(), updated_at = now() WHERE id = %s",
+                 (assembly["id"],))
+    outbox_id = conn.execute(
+        "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+        (assembly["id"], task_name)).fetchone()["id"]  # type: ignore[index]
+    return outbox_id, task_name, str(assembly["id"])
+
+
+@dataclass(frozen=True)
+class ChunkArtifact:
+    job_id: uuid.UUID
+    chunk_index: int
+    state: str
+    frame_start: int | None
+    frame_count: int | None
+    bucket: str | None
+    key: str | None
+    version_id: str | None
+    sha256: str | None
+    model_version: str | None
+    params: dict[str, Any] | None
+
+
+def chunk_artifacts(conn: Conn, source_id: uuid.UUID | str) -> list[ChunkArtifact]:
+    """Every chunk job of a source in order, with its recorded chunk output (if any)."""
+    rows = conn.execute(
+        "SELECT j.id AS job_id, j.chunk_index, j.state, j.frame_start, j.frame_count, a.bucket,"
+        " a.key, a.version_id, a.sha256, a.model_version, a.params FROM jobs j"
+        " LEFT JOIN artifacts a ON a.job_id = j.id AND a.stage = 'chunk'"
+        " WHERE j.source_id = %s AND j.kind = 'chunk' ORDER BY j.chunk_index, a.updated_at DESC",
+        (source_id,)).fetchall()
+    seen: dict[int, ChunkArtifact] = {}
+    for row in rows:
+        seen.setdefault(row["chunk_index"], ChunkArtifact(**row))
+    return list(seen.values())

@@ -113,7 +113,8 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
 def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
     from infra import db
     with db.connect(settings) as conn:
-        rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)",
+        rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
+                            " AND stage = 'redact'",
                             ([s for s in source_ids if s],)).fetchall()
     return {r["source_id"]: r["key"] for r in rows}
 
@@ -146,6 +147,10 @@ def status(source_id: str | None, as_json: bool) -> None:
         click.secho(warning, fg="red", bold=True, err=True)
     for f in data["failures"]:
         click.echo(f"failed  source {f['source_id']}  job {f['job_id']}: {f['error']}")
+    for v in data.get("videos", []):
+        click.echo(f"video   source {v['source_id']}  chunks {v['chunks_done']}/{v['chunks']}"
+                   f"  frames {v['frames_done']}/{v['frames']}"
+                   + ("  assembling" if v["assembling"] else ""))
 
 
 @main.command()

@@ -29,6 +29,8 @@ from infra import db, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, get_bytes, list_keys, put_bytes
 from infra.settings import Settings
+from producer.capture_time import media_facts
+from producer.video_plan import plan_video, record_video_jobs
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, SourceKind
 from schemas.keys import job_id_for, raw_key, sha256_hex, source_id_for
@@ -144,10 +146,8 @@ def ingest(
             list(pool.map(lambda p: _upload(p, settings, client), fresh))
             rows = []
             for prepared in batch:
-                row = _record(conn, prepared, options, settings) \
-                    if prepared.result.state != "rejected" else None
-                if row:
-                    rows.append(row)
+                if prepared.result.state != "rejected":
+                    rows.extend(_record(conn, prepared, options, settings))
                 results.append(prepared.result)
             outbox.send_rows(app, settings, rows)
             if progress:
@@ -157,15 +157,16 @@ def ingest(
 
 def _ingest_one(
     item: InputItem, options: IngestOptions, settings: Settings, client: Minio
-) -> tuple[IngestResult, tuple[int, str, str] | None]:
-    """One input through every ingest step except sending (used by tests and the relay path)."""
+) -> tuple[IngestResult, list[tuple[int, str, str]] | None]:
+    """One input through every ingest step except sending (used by tests and the relay path);
+    the outbox rows it wrote, or None when it queued nothing."""
     prepared = _read(item, settings)
     if prepared.result.state == "rejected":
         return prepared.result, None
     with db.connect(settings, autocommit=True) as conn:
         if _unknown(conn, [prepared]):
             _upload(prepared, settings, client)
-        return prepared.result, _record(conn, prepared, options, settings)
+        return prepared.result, _record(conn, prepared, options, settings) or None
 
 
 def _read(item: InputItem, settings: Settings) -> _Prepared:
@@ -187,7 +188,8 @@ def _read(item: InputItem, settings: Settings) -> _Prepared:
         prepared.kind = sniffed[0]
     result.sha256 = sha256_hex(data)
     result.source_id = source_id_for(result.sha256)
-    result.job_id = job_id_for(result.source_id, JobKind.IMAGE)
+    result.job_id = job_id_for(result.source_id, JobKind.CHUNK if prepared.kind ==
+                               SourceKind.VIDEO else JobKind.IMAGE)
     return prepared
 
 
@@ -221,12 +223,19 @@ def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
 
 def _record(
     conn: Conn, prepared: _Prepared, options: IngestOptions, settings: Settings
-) -> tuple[int, str, str] | None:
-    """ONE transaction: source, job, raw deletion deadline, outbox row, audit event."""
+) -> list[tuple[int, str, str]]:
+    """ONE transaction: source, job(s), raw deletion deadline, outbox row(s), audit event.
+
+    A video gets one job per chunk plus its assemble job (``producer.video_plan``); the rows
+    returned are the outbox rows to send after commit (none for a duplicate).
+    """
     result, item = prepared.result, prepared.item
     source_id, job_id, digest = result.source_id, result.job_id, result.sha256
     bucket, key = _raw_location(prepared, settings)
     ttl = options.raw_ttl_s or options.policy.raw_retention_s
+    facts = media_facts(prepared.data, prepared.kind)  # the file's own capture time wins
+    video = plan_video(prepared.data, options.policy, settings) \
+        if prepared.kind == SourceKind.VIDEO else None
     with conn.transaction():
         inserted = conn.execute(
             "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
@@ -236,32 +245,47 @@ def _record(
             (source_id, digest, prepared.kind, prepared.fmt or "unknown", item.name,
              len(prepared.data), bucket, key, result.raw_version_id, options.policy.name,
              options.policy.version, Jsonb(options.policy.model_dump(mode="json")),
-             options.camera, options.captured_at, item.origin),
+             options.camera, facts.captured_at or options.captured_at, item.origin),
         ).fetchone()
         if inserted is None:
             _report_duplicate(conn, result)
-            return None
+            return []
+        if facts.duration_s is not None:
+            conn.execute("UPDATE sources SET duration_s = %s WHERE id = %s",
+                         (facts.duration_s, source_id))
         if not prepared.data_key:  # known bytes whose source vanished between check and insert
             raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
         keyring.store_key(conn, source_id, prepared.data_key)
-        conn.execute(
-            "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
-            (job_id, source_id, str(JobKind.IMAGE)),
-        )
+        if video is not None:
+            assert source_id is not None  # set by _read for every input that got this far
+            rows = record_video_jobs(conn, source_id, video, ACTOR)
+            if video.error:
+                result.state, result.error = "failed", video.error
+        else:
+            conn.execute(
+                "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
+                (job_id, source_id, str(JobKind.IMAGE)),
+            )
         ledger.schedule_deletion(
             conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
             reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
         )
-        task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
-        outbox_id = conn.execute(
-            "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id", (job_id, task)
-        ).fetchone()["id"]  # type: ignore[index]
+        if video is None:
+            task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
+            outbox_id = conn.execute(
+                "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+                (job_id, task)).fetchone()["id"]  # type: ignore[index]
+            rows = [(outbox_id, task, str(job_id))]
         ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
                      bucket=bucket, key=key,
                      detail={"sha256": digest, "size": len(prepared.data),
                              "origin": item.origin, "policy": options.policy.name,
                              "raw_ttl_s": ttl})
-    return outbox_id, task, str(job_id)
+    return rows
+
+
+# The job that carries a source's outcome: a video's assemble job, else its first job.
+SOURCE_JOB_ORDER = "(kind = 'assemble') DESC, chunk_index"
 
 
 def _report_duplicate(conn: Conn, result: IngestResult) -> None:
@@ -275,20 +299,22 @@ def _report_duplicate(conn: Conn, result: IngestResult) -> None:
                         f"{erased['erased_at']:%Y-%m-%d %H:%M:%S %Z}; not ingested again")
         return
     row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
-                       " chunk_index LIMIT 1", (result.source_id,)).fetchone()
+                       f" {SOURCE_JOB_ORDER} LIMIT 1", (result.source_id,)).fetchone()
     result.state = row["state"] if row else "unknown"
     result.error = row["error"] if row else None
 
 
 def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: float,
              tick: Callable[[int], None] | None = None) -> dict[uuid.UUID, tuple[str, str | None]]:
-    """Poll the ledger until every job of these sources finished (or the timeout passes)."""
+    """Poll the ledger until every source's outcome is decided (or the timeout passes): its
+    image job, or its video's assemble job (which a failed chunk fails at once)."""
     deadline = time.monotonic() + timeout_s
     done_before = 0
     while True:
         with db.connect(settings) as conn:
             rows = conn.execute(
-                "SELECT source_id, state, error FROM jobs WHERE source_id = ANY(%s)",
+                "SELECT DISTINCT ON (source_id) source_id, state, error FROM jobs"
+                f" WHERE source_id = ANY(%s) ORDER BY source_id, {SOURCE_JOB_ORDER}",
                 (list(source_ids),),
             ).fetchall()
         states = {r["source_id"]: (r["state"], r["error"]) for r in rows}

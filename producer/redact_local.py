@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.settings import get_settings
+from schemas.media import sniff
 from schemas.policy import Policy
 from workers.detectors.base import Detector
-from workers.detectors.centerface import CenterFaceConfig
-from workers.detectors.registry import build_detector
+from workers.detectors.registry import build_configured_detector
 from workers.image_pipeline import redact_image_bytes
 from workers.imageio import BadInputError, output_extension, sniff_image_format
 
@@ -34,11 +34,11 @@ class LocalResult:
 
 
 def collect_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files named directly, plus the images (by content) anywhere under named folders."""
+    """Files named directly, plus the images and videos (by content) under named folders."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_image(p))
+            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_media(p))
         else:
             found.append(path)
     return found
@@ -51,12 +51,42 @@ def count_inputs(paths: Sequence[Path]) -> int:
 def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
                  processes: int | None = None,
                  progress: Callable[[int], None] | None = None) -> list[LocalResult]:
-    """Redact every input into ``out_dir``; results come back in input order."""
+    """Redact every input into ``out_dir``; results come back in input order. Videos go
+    through the cluster's chunk and assemble code (``producer.redact_video``), one at a time,
+    each spread over the processes."""
     inputs = collect_inputs(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = _output_paths(inputs, out_dir)
-    processes = max(1, min(processes or os.cpu_count() or 1, len(inputs) or 1))
-    jobs = list(zip(inputs, outputs, strict=True))
+    pairs = list(zip(inputs, outputs, strict=True))
+    videos = {i for i, (path, _) in enumerate(pairs) if _media_kind(path) == "video"}
+    images = [pair for i, pair in enumerate(pairs) if i not in videos]
+    done = iter(_redact_images(images, policy, processes, progress))
+    return [_redact_video(*pair, policy, processes or os.cpu_count() or 1, progress)
+            if i in videos else next(done) for i, pair in enumerate(pairs)]
+
+
+def _redact_video(path: Path, output: Path, policy: Policy, processes: int,
+                  progress: Callable[[int], None] | None) -> LocalResult:
+    from producer.redact_video import redact_video_file
+    try:
+        result = redact_video_file(path, output, policy, processes)
+    except BadInputError as exc:
+        return LocalResult(path, None, 0, str(exc))
+    except OSError as exc:
+        return LocalResult(path, None, 0, f"cannot read the file: {exc.strerror or exc}")
+    except Exception as exc:  # fail closed for this file only; the batch goes on
+        return LocalResult(path, None, 0, f"redaction failed: {type(exc).__name__}: {exc}")
+    finally:
+        if progress:
+            progress(1)
+    return LocalResult(path, output, result.faces, None)
+
+
+def _redact_images(jobs: list[tuple[Path, Path]], policy: Policy, processes: int | None,
+                   progress: Callable[[int], None] | None) -> list[LocalResult]:
+    if not jobs:
+        return []
+    processes = max(1, min(processes or os.cpu_count() or 1, len(jobs)))
     if processes == 1:
         _init_child(policy, threads=get_settings().models.intra_op_threads)
         results = []
@@ -87,12 +117,20 @@ def _redact_job(job: tuple[Path, Path]) -> LocalResult:
     return _redact_one(*job)
 
 
-def _looks_like_image(path: Path) -> bool:
+def _media_kind(path: Path) -> str | None:
     try:
         with path.open("rb") as handle:
-            return sniff_image_format(handle.read(32)) is not None
+            head = handle.read(400)  # MPEG-TS is recognised by sync bytes at 0, 188 and 376
     except OSError:
-        return False
+        return None
+    if sniff_image_format(head) is not None:
+        return "image"
+    found = sniff(head)
+    return "video" if found and found[0] == "video" else None
+
+
+def _looks_like_media(path: Path) -> bool:
+    return _media_kind(path) is not None
 
 
 def _output_paths(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -105,7 +143,7 @@ def _output_paths(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
                 fmt = sniff_image_format(handle.read(32))
         except OSError:
             fmt = None
-        ext = output_extension(fmt)
+        ext = "mp4" if _media_kind(path) == "video" else output_extension(fmt)
         candidate, n = out_dir / f"{path.stem}.{ext}", 0
         while candidate.resolve() in taken:
             n += 1
@@ -121,7 +159,7 @@ _child: dict[str, object] = {}
 def _init_child(policy: Policy, threads: int) -> None:
     settings = get_settings()
     models = settings.models.model_copy(update={"intra_op_threads": threads})
-    _child["detector"] = build_detector(CenterFaceConfig(), models)
+    _child["detector"] = build_configured_detector(models)  # every class enabled, as workers
     _child["policy"] = policy
     _child["max_pixels"] = settings.limits.max_image_pixels
 

@@ -27,6 +27,7 @@ def overview(settings: Settings) -> dict[str, Any]:
         deferred = conn.execute(
             "SELECT count(*) AS n FROM deletion_tasks WHERE state = 'deferred'").fetchone()
         sources = conn.execute("SELECT count(*) AS n FROM sources").fetchone()
+        videos = video_progress(conn)
     return {
         "sources": sources["n"] if sources else 0,
         "jobs": {s: states.get(s, 0) for s in
@@ -41,7 +42,26 @@ def overview(settings: Settings) -> dict[str, Any]:
             "oldest_overdue": _iso(deletions.get("oldest_overdue")),
             "next_due": _iso(deletions.get("next_due")),
         },
+        "videos": videos,
     }
+
+
+def video_progress(conn: db.Conn, limit: int = 50) -> list[dict[str, Any]]:
+    """Videos whose assembly has not finished: chunks and frames done of their totals."""
+    rows = conn.execute(
+        "SELECT j.source_id, count(*) AS chunks,"
+        " count(*) FILTER (WHERE j.state = 'succeeded') AS chunks_done,"
+        " coalesce(sum(j.frame_count), 0) AS frames,"
+        " coalesce(sum(CASE WHEN j.state = 'succeeded' THEN j.frame_count"
+        "  ELSE least(j.frames_done, j.frame_count) END), 0) AS frames_done,"
+        " max(a.state) AS assembly"
+        " FROM jobs j JOIN jobs a ON a.source_id = j.source_id AND a.kind = 'assemble'"
+        " WHERE j.kind = 'chunk' AND a.state IN ('queued', 'running')"
+        " GROUP BY j.source_id ORDER BY min(j.created_at) LIMIT %s", (limit,)).fetchall()
+    return [{"source_id": str(r["source_id"]), "chunks_done": r["chunks_done"],
+             "chunks": r["chunks"], "frames_done": int(r["frames_done"]),
+             "frames": int(r["frames"]),
+             "assembling": r["assembly"] == "running"} for r in rows]
 
 
 def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
@@ -54,14 +74,15 @@ def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
             return None
         jobs = conn.execute(
             "SELECT id, kind, chunk_index, state, attempts, error, worker, enqueued_at, started_at,"
-            " finished_at FROM jobs WHERE source_id = %s ORDER BY chunk_index", (source_id,)
+            " finished_at, frame_start, frame_count, frames_done FROM jobs WHERE source_id = %s"
+            " ORDER BY kind = 'assemble', chunk_index", (source_id,)
         ).fetchall()
         artifacts = conn.execute(
             "SELECT job_id, stage, model_version, bucket, key, version_id, sha256, size_bytes,"
             " content_type, width, height, params, input_sha256, timings, created_at"
             " FROM artifacts WHERE source_id = %s ORDER BY id", (source_id,)).fetchall()
         detections = conn.execute(
-            "SELECT d.job_id, d.frame_index, d.class, d.score, d.x1, d.y1, d.x2, d.y2"
+            "SELECT d.job_id, d.frame_index, d.frame_end, d.class, d.score, d.x1, d.y1, d.x2, d.y2"
             " FROM detections d JOIN jobs j ON j.id = d.job_id WHERE j.source_id = %s"
             " ORDER BY d.frame_index, d.score DESC", (source_id,)).fetchall()
         deletions = conn.execute(

@@ -31,21 +31,75 @@ def parse_duration(text: str | int | float) -> int:
     return seconds
 
 
+ClassName = Literal["face", "plate", "text", "custom"]
+Method = Literal["blur", "fill", "pixelate"]
+Mask = Literal["box", "ellipse"]
+
+
+class ClassRedaction(BaseModel):
+    """Per-class overrides of :class:`RedactionParams`; unset fields follow the policy's."""
+
+    method: Method | None = None
+    mask: Mask | None = None
+    box_scale: float | None = Field(default=None, ge=1.0, le=3.0)
+    fill_color: tuple[int, int, int] | None = None
+
+
 class RedactionParams(BaseModel):
     """How detected regions are destroyed.
 
     ``pixelate`` is accepted but weak: mosaics of faces can be partly reversed by learned models.
     ``blur`` scales its kernel with the box so that a face of any size loses its identity.
+    ``per_class`` changes any of these for one class, e.g. plates with a larger box.
     """
 
-    method: Literal["blur", "fill", "pixelate"] = "blur"
-    mask: Literal["box", "ellipse"] = "box"
+    method: Method = "blur"
+    mask: Mask = "box"
     box_scale: float = Field(default=1.3, ge=1.0, le=3.0)
     fill_color: tuple[int, int, int] = (0, 0, 0)
+    per_class: dict[ClassName, ClassRedaction] = Field(default_factory=dict)
 
     @property
     def weak(self) -> bool:
-        return self.method == "pixelate"
+        methods = {self.method, *(o.method for o in self.per_class.values())}
+        return "pixelate" in methods
+
+    def for_class(self, cls: str) -> RedactionParams:
+        """The parameters that apply to detections of ``cls`` (no ``per_class`` of their own)."""
+        override = self.per_class.get(cls)  # type: ignore[call-overload]
+        if override is None:
+            return self.model_copy(update={"per_class": {}}) if self.per_class else self
+        return self.model_copy(update={**override.model_dump(exclude_none=True),
+                                       "per_class": {}})
+
+
+class GuardParams(BaseModel):
+    """The guard: the face detector runs again on every output before it is published.
+
+    A face re-found at ``threshold`` or above, on or near a redacted region (``weak``: the
+    redaction was too light) or anywhere else (``miss``), stops the output as it is: with
+    ``reredact`` the region is filled solid (weak) or redacted like any face (miss) and checked
+    again, up to ``max_rounds`` times; with ``fail`` (or when the rounds run out) the job fails.
+    """
+
+    enabled: bool = True
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    on_failure: Literal["reredact", "fail"] = "reredact"
+    max_rounds: int = Field(default=2, ge=1, le=5)
+
+
+class ReviewBand(BaseModel):
+    """Scores in ``[low, high)`` are uncertain: redacted, and listed by ``veil review``."""
+
+    low: float = Field(ge=0.0, le=1.0)
+    high: float = Field(ge=0.0, le=1.0)
+
+
+def _default_review() -> dict[ClassName, ReviewBand]:
+    # Face scores below 0.2 are mostly background texture (kept for recall, not worth a
+    # person's time); plate and text scores are mean map probabilities, 0.5 and up by design.
+    return {"face": ReviewBand(low=0.2, high=0.5), "plate": ReviewBand(low=0.5, high=0.7),
+            "text": ReviewBand(low=0.5, high=0.7)}
 
 
 class Policy(BaseModel):
@@ -56,9 +110,15 @@ class Policy(BaseModel):
     redacted_retention_s: int | None = None
     work_retention_s: int = 86400
     audio: Literal["drop", "keep"] = "drop"
-    classes: list[Literal["face", "plate", "text", "custom"]] = ["face"]
+    classes: list[ClassName] = ["face"]
     redaction: RedactionParams = Field(default_factory=RedactionParams)
-    chunk_seconds: float = 10.0
+    guard: GuardParams = Field(default_factory=GuardParams)
+    review: dict[ClassName, ReviewBand] = Field(default_factory=_default_review)
+    chunk_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
+    # Video: x264 constant-rate factor (lower is better quality) and the long side frames are
+    # scaled to for detection (0 = native size; boxes are mapped back to full resolution).
+    video_crf: int = Field(default=23, ge=0, le=51)
+    video_detect_long_side: int = Field(default=640, ge=0)
     jpeg_quality: int = Field(default=92, ge=50, le=100)
 
     @field_validator("raw_retention_s", "work_retention_s", mode="before")

@@ -1,0 +1,101 @@
+"""``veil redact`` for videos: the cluster's chunk and assemble code, run in this process.
+
+The same plain functions as the Celery tasks (:func:`workers.video.chunk.redact_chunk` and
+:func:`workers.video.assemble.assemble`) with the same probe and chunk plan, so a local run
+redacts exactly like the cluster; only the queue, S3 and the ledger are left out. Chunks run in
+a process pool (each child builds its own detector after the fork), and are shorter than the
+policy's when that keeps every process busy: the output does not depend on the chunk length
+(frames, timestamps and tracking across boundaries are exact either way).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.settings import get_settings
+from infra.video_probe import ProbeError, VideoInfo, probe_video
+from schemas.chunks import ChunkPlan, plan_chunks
+from schemas.policy import Policy
+from workers.detectors.registry import build_configured_detector
+from workers.imageio import BadInputError
+from workers.video.assemble import AssemblyError, assemble
+from workers.video.chunk import ChunkOutput, redact_chunk
+
+MIN_LOCAL_CHUNK_S = 4.0
+
+
+@dataclass
+class VideoResult:
+    frames: int
+    faces: int  # tracked regions redacted
+    chunks: int
+    boxes: list[list[tuple[float, float, float, float]]]  # per frame, when asked
+
+
+def local_chunk_seconds(info: VideoInfo, policy: Policy, processes: int) -> float:
+    """Short enough for about two chunks per process, never longer than the policy's."""
+    return min(policy.chunk_seconds, max(MIN_LOCAL_CHUNK_S, info.duration_s / (2 * processes)))
+
+
+def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
+                      progress: Callable[[int], None] | None = None,
+                      keep_boxes: bool = False) -> VideoResult:
+    """Redact one video file into ``output`` (MP4); raises BadInputError for bad input."""
+    data = path.read_bytes()
+    settings = get_settings()
+    try:
+        info, packets = probe_video(data, settings.limits.max_image_pixels)
+        plans = plan_chunks(packets, info.tb, local_chunk_seconds(info, policy, processes))
+    except (ProbeError, ValueError) as exc:
+        raise BadInputError(f"not a video Veil can redact: {exc}") from exc
+    jobs = [(str(path), info.to_json(), plan.to_json(), keep_boxes) for plan in plans]
+    outputs: list[ChunkOutput] = []
+    processes = max(1, min(processes, len(plans)))
+    if processes == 1:
+        _init_child(policy, settings.models.intra_op_threads)
+        for job in jobs:
+            outputs.append(_run_chunk(job))
+            if progress:
+                progress(outputs[-1].frames)
+    else:
+        context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_child,
+                                 initargs=(policy, 1)) as pool:
+            for result in pool.map(_run_chunk, jobs):
+                outputs.append(result)
+                if progress:
+                    progress(result.frames)
+    try:
+        joined = assemble([o.data for o in outputs], info, data, policy.audio == "keep")
+    except AssemblyError as exc:
+        raise BadInputError(str(exc)) from exc
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_bytes(joined.data)
+    partial.replace(output)
+    return VideoResult(joined.frames, sum(len(o.tracks) for o in outputs), len(outputs),
+                       [box for o in outputs for box in o.boxes])
+
+
+_child: dict[str, Any] = {}
+
+
+def _init_child(policy: Policy, threads: int) -> None:
+    settings = get_settings()
+    models = settings.models.model_copy(update={"intra_op_threads": threads})
+    _child.update(detector=build_configured_detector(models), policy=policy,
+                  threads=threads, video=settings.video, data=(None, b""))
+
+
+def _run_chunk(job: tuple[str, dict[str, Any], dict[str, Any], bool]) -> ChunkOutput:
+    path, info, plan, keep_boxes = job
+    if _child["data"][0] != path:  # a child reads the file once for all its chunks
+        _child["data"] = (path, Path(path).read_bytes())
+    return redact_chunk(_child["data"][1], VideoInfo.from_json(info), ChunkPlan.from_json(plan),
+                        _child["policy"], _child["detector"], _child["video"],
+                        threads=_child["threads"], keep_boxes=keep_boxes)

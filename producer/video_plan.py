@@ -1,0 +1,82 @@
+"""Video at ingest: probe the container, plan chunks, write the chunk and assemble jobs.
+
+Called from ``producer.ingest._record`` inside the source's own transaction, so a video's
+source row, its probe, every chunk job, the assemble job and the outbox rows commit together or
+not at all. Probing happens before that transaction (:func:`plan_video`), on bytes the producer
+already holds.
+
+The assemble job is written with the chunks but not enqueued (``enqueued_at`` NULL, no outbox
+row): the last chunk to finish enqueues it (``ledger.enqueue_assembly_if_last``), and until then
+the lease sweeper leaves it alone. A video that cannot be probed (no video stream, no frames,
+frames over the pixel limit, not a container at all) becomes a source with one failed chunk job
+that says why: the user sees the failure at once and nothing is queued.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from psycopg.types.json import Jsonb
+
+from infra import ledger
+from infra.db import Conn
+from infra.settings import Settings
+from infra.video_probe import ProbeError, VideoInfo, probe_video
+from schemas import messages
+from schemas.chunks import ChunkPlan, plan_chunks
+from schemas.enums import AuditAction, JobKind
+from schemas.keys import job_id_for
+from schemas.policy import Policy
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    info: VideoInfo | None
+    chunks: list[ChunkPlan]
+    error: str | None = None  # why the video cannot be redacted
+
+
+def plan_video(data: bytes, policy: Policy, settings: Settings) -> VideoPlan:
+    """Probe and plan; a file Veil cannot redact gives a plan with an error instead."""
+    try:
+        info, packets = probe_video(data, settings.limits.max_image_pixels)
+        return VideoPlan(info, plan_chunks(packets, info.tb, policy.chunk_seconds))
+    except (ProbeError, ValueError) as exc:
+        return VideoPlan(None, [], f"not a video Veil can redact: {exc}")
+
+
+def record_video_jobs(conn: Conn, source_id: uuid.UUID, plan: VideoPlan,
+                      actor: str) -> list[tuple[int, str, str]]:
+    """Chunk jobs, the assemble job and the chunks' outbox rows; returns the rows to send."""
+    if plan.info is None:
+        job_id = job_id_for(source_id, JobKind.CHUNK, 0)
+        conn.execute(
+            "INSERT INTO jobs (id, source_id, kind, chunk_index, state, error, finished_at)"
+            " VALUES (%s, %s, %s, 0, 'failed', %s, now())",
+            (job_id, source_id, str(JobKind.CHUNK), plan.error))
+        ledger.audit(conn, actor, AuditAction.JOB_FAILED, source_id=source_id, job_id=job_id,
+                     detail={"reason": plan.error})
+        return []
+    conn.execute("UPDATE sources SET video = %s WHERE id = %s",
+                 (Jsonb(plan.info.to_json()), source_id))
+    task = messages.TASK_FOR_JOB_KIND[str(JobKind.CHUNK)]
+    rows: list[tuple[int, str, str]] = []
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, chunk,"
+            " enqueued_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())",
+            [(job_id_for(source_id, JobKind.CHUNK, c.index), source_id, str(JobKind.CHUNK),
+              c.index, c.first_frame, c.frame_count, Jsonb(c.to_json())) for c in plan.chunks])
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count)"
+        " VALUES (%s, %s, %s, 0, 0, %s)",
+        (job_id_for(source_id, JobKind.ASSEMBLE, 0), source_id, str(JobKind.ASSEMBLE),
+         plan.info.frame_count))
+    for chunk in plan.chunks:
+        job_id = job_id_for(source_id, JobKind.CHUNK, chunk.index)
+        outbox_id = conn.execute(
+            "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+            (job_id, task)).fetchone()["id"]  # type: ignore[index]
+        rows.append((outbox_id, task, str(job_id)))
+    return rows

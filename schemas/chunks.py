@@ -1,0 +1,124 @@
+"""Chunk planning for videos: time ranges that split a video's frames exactly. Pure logic.
+
+A chunk is a half-open range of presentation timestamps ``[start_pts, end_pts)`` in the video
+stream's time base; the first chunk is open at the start and the last at the end, so every frame
+of the input falls in exactly one chunk whatever its timestamp (variable frame rate, a frame
+exactly on a boundary, a stray early or late timestamp). Chunks that would hold no frame (a gap
+longer than a chunk) are merged away, so every job has work to do.
+
+The plan is made from the demuxed packets (cheap: no decoding), which also tells each chunk
+which keyframe to seek to and how many frames it must emit; the chunk task checks that count,
+so a frame lost or doubled at a boundary, or a corrupt middle, fails the job instead of
+shipping a wrong video.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FramePacket:
+    """One coded frame as the demuxer gives it, in decode order."""
+
+    pts: int
+    dts: int | None
+    keyframe: bool
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """What one chunk job decodes and emits (timestamps in the video stream's time base).
+
+    ``seek_ts`` is the decode timestamp of the keyframe from which every frame of the chunk can
+    be decoded (None: decode from the start of the file). ``first_frame`` is the index, in
+    presentation order over the whole video, of the chunk's first frame.
+    """
+
+    index: int
+    start_pts: int | None
+    end_pts: int | None
+    seek_ts: int | None
+    first_frame: int
+    frame_count: int
+    first_pts: int
+    last_pts: int
+
+    def contains(self, pts: int) -> bool:
+        return (self.start_pts is None or pts >= self.start_pts) and (
+            self.end_pts is None or pts < self.end_pts)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChunkPlan:
+        return cls(**data)
+
+
+def chunk_ticks(chunk_seconds: float, time_base: Fraction) -> int:
+    """A chunk's length in time-base ticks (at least one tick)."""
+    if not math.isfinite(chunk_seconds) or chunk_seconds <= 0:
+        raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds!r}")
+    return max(1, round(Fraction(chunk_seconds) / time_base))
+
+
+def plan_chunks(packets: Sequence[FramePacket], time_base: Fraction,
+                chunk_seconds: float) -> list[ChunkPlan]:
+    """Split the frames into chunks of ``chunk_seconds`` measured from the first frame.
+
+    Raises ValueError for a video without frames or without a keyframe to start from.
+    """
+    if not packets:
+        raise ValueError("the video has no frames")
+    ticks = chunk_ticks(chunk_seconds, time_base)
+    order = sorted(range(len(packets)), key=lambda i: packets[i].pts)
+    ordered = [packets[i].pts for i in order]
+    # earliest decode position of any frame shown at or after each presentation position
+    first_decoded = order[:]
+    for j in range(len(order) - 2, -1, -1):
+        first_decoded[j] = min(first_decoded[j], first_decoded[j + 1])
+    origin = ordered[0]
+    # Boundaries fall on the grid origin + k * ticks; keep only those with frames on both sides.
+    boundaries: list[int] = []
+    k = 1
+    while True:
+        boundary = origin + k * ticks
+        if boundary > ordered[-1]:
+            break
+        below = bisect.bisect_left(ordered, boundary)  # frames before the boundary
+        if below > 0 and (not boundaries or ordered[below - 1] >= boundaries[-1]):
+            boundaries.append(boundary)
+        nxt = ordered[below]  # jump over empty grid cells in one step
+        k = max(k + 1, (nxt - origin) // ticks + 1)
+    edges: list[int | None] = [None, *boundaries, None]
+    plans: list[ChunkPlan] = []
+    for index in range(len(edges) - 1):
+        start, end = edges[index], edges[index + 1]
+        lo = 0 if start is None else bisect.bisect_left(ordered, start)
+        hi = len(ordered) if end is None else bisect.bisect_left(ordered, end)
+        plans.append(ChunkPlan(index=index, start_pts=start, end_pts=end,
+                               seek_ts=_seek_ts(packets, first_decoded[lo], ordered[lo])
+                               if index else None,
+                               first_frame=lo, frame_count=hi - lo,
+                               first_pts=ordered[lo], last_pts=ordered[hi - 1]))
+    return plans
+
+
+def _seek_ts(packets: Sequence[FramePacket], needed: int, first_pts: int) -> int | None:
+    """Decode timestamp of the last keyframe at or before decode position ``needed`` (the first
+    frame decoded among those shown at or after ``first_pts``) that is shown no later than it.
+
+    The second condition matters for open GOPs: frames decoded after a keyframe but shown before
+    it may reference the previous GOP, so a keyframe shown after ``first_pts`` is not enough.
+    """
+    for i in range(needed, -1, -1):
+        packet = packets[i]
+        if packet.keyframe and packet.pts <= first_pts:
+            return packet.pts if packet.dts is None else min(packet.dts, packet.pts)
+    return None

@@ -1,0 +1,72 @@
+"""Chunk planning: every frame in exactly one chunk, whatever the timestamps."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from schemas.chunks import ChunkPlan, FramePacket, plan_chunks
+
+TB = Fraction(1, 12800)  # 25 fps: 512 ticks a frame
+
+
+def _cfr(frames: int, gop: int = 25) -> list[FramePacket]:
+    return [FramePacket(i * 512, i * 512, i % gop == 0) for i in range(frames)]
+
+
+def _owner(plans: list[ChunkPlan], pts: int) -> list[int]:
+    return [p.index for p in plans if p.contains(pts)]
+
+
+def test_every_frame_belongs_to_exactly_one_chunk_and_counts_add_up() -> None:
+    packets = _cfr(730)
+    plans = plan_chunks(packets, TB, 10.0)
+    assert [p.frame_count for p in plans] == [250, 250, 230]
+    assert all(len(_owner(plans, p.pts)) == 1 for p in packets)
+    assert [p.first_frame for p in plans] == [0, 250, 500]
+    assert plans[0].start_pts is None and plans[-1].end_pts is None
+
+
+def test_a_video_exactly_one_chunk_long_is_one_chunk_and_a_frame_on_a_boundary_starts_the_next(
+) -> None:
+    assert len(plan_chunks(_cfr(250), TB, 10.0)) == 1  # last frame at 9.96 s
+    plans = plan_chunks(_cfr(251), TB, 10.0)  # frame 250 is exactly at 10.0 s
+    assert [p.frame_count for p in plans] == [250, 1]
+    assert plans[1].first_pts == 250 * 512 == plans[1].start_pts
+
+
+def test_shorter_than_one_chunk() -> None:
+    plans = plan_chunks(_cfr(7), TB, 10.0)
+    assert [(p.frame_count, p.seek_ts) for p in plans] == [(7, None)]
+
+
+def test_a_gap_longer_than_a_chunk_makes_no_empty_chunk() -> None:
+    # variable frame rate: 1 s of frames, 35 s of nothing, 1 s of frames
+    packets = [FramePacket(t, t, True) for t in [*range(0, 12800, 512),
+                                                  *range(36 * 12800, 37 * 12800, 512)]]
+    plans = plan_chunks(packets, TB, 10.0)
+    assert all(p.frame_count > 0 for p in plans)
+    assert sum(p.frame_count for p in plans) == len(packets)
+
+
+def test_seek_point_is_a_keyframe_that_decodes_every_frame_of_the_chunk_with_b_frames() -> None:
+    # decode order I P B B P B B ...: B-frames are shown before the P decoded ahead of them
+    shown = [0, 3, 1, 2, 6, 4, 5, 9, 7, 8, 12, 10, 11]
+    keyframes = {0, 6}  # decode positions 0 and 6 (pts 5 is a keyframe shown after pts 4)
+    packets = [FramePacket(pts, i - 1, i in keyframes) for i, pts in enumerate(shown)]
+    plans = plan_chunks(packets, Fraction(1), 4.0)
+    assert [(p.first_pts, p.frame_count) for p in plans] == [(0, 4), (4, 4), (8, 4), (12, 1)]
+    # pts 6 (shown in chunk 1) is decoded at position 4, before the keyframe at 6: seek to 0
+    assert plans[1].seek_ts == -1
+    # pts 8 is decoded at position 9, after the keyframe (pts 5) at 6 that is shown before it
+    assert plans[2].seek_ts == 5
+
+
+def test_plan_round_trips_through_json_and_bad_input_is_refused() -> None:
+    plan = plan_chunks(_cfr(300), TB, 4.0)[1]
+    assert ChunkPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(ValueError, match="no frames"):
+        plan_chunks([], TB, 10.0)
+    with pytest.raises(ValueError, match="positive"):
+        plan_chunks(_cfr(3), TB, 0.0)
