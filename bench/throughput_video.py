@@ -105,6 +105,8 @@ def main() -> None:
                         help="extra in-process runs at these detection sizes (0 = native)")
     parser.add_argument("--coverage-step", type=int, default=3,
                         help="judge coverage on every N-th frame")
+    parser.add_argument("--reference-threshold", type=float, nargs="+", default=[0.3, 0.5],
+                        help="score thresholds of the reference faces (one coverage each)")
     parser.add_argument("--skip-pipeline", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="veil-video-bench-"))
@@ -147,9 +149,11 @@ def _bench_one(video: Path, args: argparse.Namespace, work: Path) -> dict[str, A
                 row[f"speedup_pipeline_{concurrency}_vs_deface"] = round(
                     row[name]["fps"] / row["deface"]["fps"], 2)
     originals = frames_of(video, args.coverage_step)
-    faces = reference_faces(originals)
-    row["coverage"] = {name: coverage(originals, path, faces, args.coverage_step)
-                       for name, path in outputs.items() if path.exists()}
+    for threshold in args.reference_threshold:
+        faces = reference_faces(originals, threshold)
+        row[f"coverage_reference_{threshold}"] = {
+            name: coverage(originals, path, faces, args.coverage_step)
+            for name, path in outputs.items() if path.exists()}
     return row
 
 

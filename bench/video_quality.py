@@ -1,8 +1,11 @@
 """Per-frame face coverage and mask flicker for redacted videos (used by throughput_video.py).
 
 No video here has annotated faces, so coverage is judged against a *reference*: CenterFace in
-full precision at native size with a confident threshold (0.3), run on every ``step``-th frame
-of the input. A reference face counts as covered in an output frame when the grayscale SSIM
+full precision at native size above a score threshold (0.3 and 0.5 by default), run on every
+``step``-th frame of the input. Hazard: at 0.3 the reference includes non-faces (measured: the
+back of a head in one-by-one-person-detection.mp4, frames ~1000-1200, score 0.33-0.35), which
+deface blurs and Veil does not; the 0.5 reference keeps confident faces only. A reference
+face counts as covered in an output frame when the grayscale SSIM
 inside its box, between input and output frame, is below 0.6 (the rule of coverage.py). The same
 reference and rule judge every tool, so the comparison is fair even though the reference misses
 faces too small for it; it is deface's own model (at a stricter threshold than deface's 0.2).

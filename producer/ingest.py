@@ -255,9 +255,9 @@ def _record(
                          (facts.duration_s, source_id))
         if not prepared.data_key:  # known bytes whose source vanished between check and insert
             raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
+        assert source_id is not None  # set by _read for every input that got this far
         keyring.store_key(conn, source_id, prepared.data_key)
         if video is not None:
-            assert source_id is not None  # set by _read for every input that got this far
             rows = record_video_jobs(conn, source_id, video, ACTOR)
             if video.error:
                 result.state, result.error = "failed", video.error
