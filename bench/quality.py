@@ -1,7 +1,7 @@
 """Detection quality end to end, per class, with the guard, side by side with deface.
 
 For each annotated set given (faces and/or plates; the format of ``coverage.py``), Veil redacts
-every image in-process with a policy from the policies file (default: ``default``, faces and
+every image in-process with a policy from the policies file (default: ``street``, faces and
 plates) and the detectors the settings enable, exactly as a worker does (decode, detect, redact,
 guard, encode). Reported per set:
 
@@ -124,7 +124,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=Path, help="ground_truth.json of the faces set")
     parser.add_argument("--plates", type=Path, help="ground_truth.json of the plates set")
-    parser.add_argument("--policy", default="default", help="policy name (policies file)")
+    parser.add_argument("--policy", default="street", help="policy name (policies file)")
     parser.add_argument("--deface", default="", help="deface CLI from its own venv (optional)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
