@@ -60,12 +60,21 @@ def _recreate_database(url: str) -> None:
 
 
 def _delete_recorded_objects(settings: Settings) -> None:
-    from infra.objectstore import client_for, delete_all_versions
+    """Delete every object the ledger knows, all versions; S3 legal holds left by hold tests are
+    lifted first (on buckets with object lock the server refuses to delete a held version)."""
+    from infra.objectstore import client_for, delete_all_versions, set_legal_hold
     client = client_for("admin", settings)
     with psycopg.connect(settings.db.url) as conn:
         rows = conn.execute(
             "SELECT raw_bucket, raw_key FROM sources UNION SELECT bucket, key FROM artifacts"
             " UNION SELECT bucket, key FROM deletion_tasks").fetchall()
+    with psycopg.connect(settings.db.url) as conn:
+        held = conn.execute(
+            "SELECT raw_bucket, raw_key FROM sources s JOIN legal_holds h ON h.source_id = s.id"
+            " UNION SELECT bucket, key FROM deletion_tasks d JOIN legal_holds h"
+            " ON h.source_id = d.source_id").fetchall()
+    for bucket, key in held:
+        set_legal_hold(client, bucket, key, enabled=False)
     for bucket, key in rows:
         delete_all_versions(client, bucket, key)
 

@@ -45,18 +45,28 @@ def scratch_bucket(client: Minio, settings: Settings, suffix: str, *, versioned:
     from minio.commonconfig import ENABLED
     from minio.versioningconfig import VersioningConfig
     name = f"{settings.broker.queue_prefix}-{suffix}".lower()
-    if not client.bucket_exists(name):
-        client.make_bucket(name, object_lock=object_lock)
-        if versioned and not object_lock:
-            client.set_bucket_versioning(name, VersioningConfig(ENABLED))
+    if client.bucket_exists(name):  # left over by an interrupted run
+        _empty_and_remove(client, name)
+    client.make_bucket(name, object_lock=object_lock)
+    if versioned and not object_lock:
+        client.set_bucket_versioning(name, VersioningConfig(ENABLED))
     try:
         yield name
     finally:
         # the suite's clean-up deletes every recorded object: forget those of this bucket
         execute(settings, "DELETE FROM deletion_tasks WHERE bucket = %s", name)
-        for key in {k for k, _ in list_all_versions(client, name)}:
-            delete_all_versions(client, name, key)
-        client.remove_bucket(name)
+        _empty_and_remove(client, name)
+
+
+def _empty_and_remove(client: Minio, name: str) -> None:
+    """Every version deleted (S3 legal holds lifted first), then the bucket."""
+    from infra.objectstore import set_legal_hold, supports_object_lock
+    locked = supports_object_lock(client, name)
+    for key in {k for k, _ in list_all_versions(client, name)}:
+        if locked:
+            set_legal_hold(client, name, key, enabled=False)
+        delete_all_versions(client, name, key)
+    client.remove_bucket(name)
 
 
 def ingest_file(settings: Settings, path: Path, *, raw_ttl_s: int | None = None,

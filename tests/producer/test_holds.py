@@ -16,7 +16,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from infra import db, ledger
-from infra.objectstore import client_for, list_all_versions, put_bytes
+from infra.objectstore import client_for, list_all_versions, put_bytes, supports_object_lock
 from infra.purge import purge_due
 from infra.settings import Settings
 from producer.erase import erase_source
@@ -131,8 +131,10 @@ def test_hold_is_an_s3_legal_hold_where_the_bucket_has_object_lock(
                                  datetime.now(UTC) - timedelta(seconds=1), "test")
     # when the source is held
     hold = set_hold(clean_ledger, sid, "case 9", "operator:test")  # type: ignore[arg-type]
-    # then both versions carry an S3 legal hold: the server refuses even the admin's delete
-    assert hold["s3_versions_locked"] == 2
+    # then both versions carry an S3 legal hold (and the raw original, where its bucket has
+    # object lock too): the server refuses even the admin's delete
+    raw_locked = supports_object_lock(admin, clean_ledger.s3.bucket_raw)
+    assert hold["s3_versions_locked"] == 2 + int(raw_locked)
     assert admin.is_object_legal_hold_enabled(locked_bucket, key, version_id=first.version_id)
     with pytest.raises(S3Error):
         admin.remove_object(locked_bucket, key, version_id=first.version_id)
