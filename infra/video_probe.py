@@ -51,6 +51,7 @@ class VideoInfo:
     duration_s: float
     audio: list[AudioInfo] = field(default_factory=list)
     dropped_streams: list[str] = field(default_factory=list)  # data, subtitle, attachment...
+    creation_time: str | None = None  # the container's tag, as written (capture time)
 
     @property
     def tb(self) -> Fraction:
@@ -112,7 +113,7 @@ def probe_video(data: bytes, max_pixels: int) -> tuple[VideoInfo, list[FramePack
             rotation=rotation, time_base=str(time_base), average_rate=str(Fraction(rate)),
             frame_count=len(packets), start_pts=start, end_pts=end_pts,
             duration_s=float((end_pts - start) * time_base), audio=audio,
-            dropped_streams=dropped,
+            dropped_streams=dropped, creation_time=container.metadata.get("creation_time"),
         ), packets
 
 

@@ -66,8 +66,18 @@ def _video_facts(data: bytes) -> MediaFacts:
     with av.open(io.BytesIO(data), "r") as container:
         stamp = container.metadata.get("creation_time")
         duration = container.duration / 1_000_000 if container.duration else None
+    return video_facts(stamp, duration)
+
+
+def video_facts(creation_time: str | None, duration_s: float | None) -> MediaFacts:
+    """Facts from a video's ``creation_time`` tag and length (ingest takes both from its probe,
+    so the container is opened once)."""
     captured = None
-    if stamp:
-        captured = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        captured = captured.replace(tzinfo=UTC) if captured.tzinfo is None else captured
-    return MediaFacts(captured_at=captured, duration_s=duration)
+    if creation_time:
+        try:
+            captured = datetime.fromisoformat(creation_time.replace("Z", "+00:00"))
+        except ValueError:
+            captured = None
+        if captured is not None and captured.tzinfo is None:
+            captured = captured.replace(tzinfo=UTC)
+    return MediaFacts(captured_at=captured, duration_s=duration_s)

@@ -29,8 +29,8 @@ from infra import db, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, get_bytes, list_keys, put_bytes
 from infra.settings import Settings
-from producer.capture_time import media_facts
-from producer.video_plan import plan_video, record_video_jobs
+from producer.capture_time import MediaFacts, media_facts, video_facts
+from producer.video_plan import VideoPlan, plan_video, record_video_jobs
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, SourceKind
 from schemas.keys import job_id_for, raw_key, sha256_hex, source_id_for
@@ -233,9 +233,7 @@ def _record(
     source_id, job_id, digest = result.source_id, result.job_id, result.sha256
     bucket, key = _raw_location(prepared, settings)
     ttl = options.raw_ttl_s or options.policy.raw_retention_s
-    facts = media_facts(prepared.data, prepared.kind)  # the file's own capture time wins
-    video = plan_video(prepared.data, options.policy, settings) \
-        if prepared.kind == SourceKind.VIDEO else None
+    facts, video = _describe(prepared, options, settings)
     with conn.transaction():
         inserted = conn.execute(
             "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
@@ -286,6 +284,21 @@ def _record(
 
 # The job that carries a source's outcome: a video's assemble job, else its first job.
 SOURCE_JOB_ORDER = "(kind = 'assemble') DESC, chunk_index"
+
+
+def _describe(prepared: _Prepared, options: IngestOptions,
+              settings: Settings) -> tuple[MediaFacts, VideoPlan | None]:
+    """Capture facts (the file's own capture time wins over --captured-at) and, for a video,
+    its probe and chunk plan: one pass over the bytes, and none for bytes already known (they
+    were not uploaded, so their insert is a duplicate)."""
+    if not prepared.data_key:
+        return MediaFacts(), None
+    if prepared.kind != SourceKind.VIDEO:
+        return media_facts(prepared.data, prepared.kind), None
+    video = plan_video(prepared.data, options.policy, settings)
+    facts = video_facts(video.info.creation_time, video.info.duration_s) \
+        if video.info is not None else MediaFacts()
+    return facts, video
 
 
 def _report_duplicate(conn: Conn, result: IngestResult) -> None:

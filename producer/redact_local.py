@@ -65,17 +65,22 @@ def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
             if i in videos else next(done) for i, pair in enumerate(pairs)]
 
 
+def _failed(path: Path, exc: Exception) -> LocalResult:
+    """The result of a file that could not be redacted, with a reason a person can read."""
+    if isinstance(exc, BadInputError):
+        return LocalResult(path, None, 0, str(exc))
+    if isinstance(exc, OSError):
+        return LocalResult(path, None, 0, f"cannot read the file: {exc.strerror or exc}")
+    return LocalResult(path, None, 0, f"redaction failed: {type(exc).__name__}: {exc}")
+
+
 def _redact_video(path: Path, output: Path, policy: Policy, processes: int,
                   progress: Callable[[int], None] | None) -> LocalResult:
     from producer.redact_video import redact_video_file
     try:
         result = redact_video_file(path, output, policy, processes)
-    except BadInputError as exc:
-        return LocalResult(path, None, 0, str(exc))
-    except OSError as exc:
-        return LocalResult(path, None, 0, f"cannot read the file: {exc.strerror or exc}")
     except Exception as exc:  # fail closed for this file only; the batch goes on
-        return LocalResult(path, None, 0, f"redaction failed: {type(exc).__name__}: {exc}")
+        return _failed(path, exc)
     finally:
         if progress:
             progress(1)
@@ -172,12 +177,8 @@ def _redact_one(path: Path, output: Path) -> LocalResult:
     assert isinstance(max_pixels, int)
     try:
         result = redact_image_bytes(path.read_bytes(), policy, detector, max_pixels)
-    except BadInputError as exc:
-        return LocalResult(path, None, 0, str(exc))
-    except OSError as exc:
-        return LocalResult(path, None, 0, f"cannot read the file: {exc.strerror or exc}")
     except Exception as exc:  # fail closed for this file only; the batch goes on
-        return LocalResult(path, None, 0, f"redaction failed: {type(exc).__name__}: {exc}")
+        return _failed(path, exc)
     if result.ext != output.suffix[1:]:  # the name was planned from the sniffed format
         return LocalResult(path, None, 0, f"encoder wrote {result.ext}, expected {output.suffix}")
     partial = output.with_name(f".{output.name}.partial")
