@@ -32,6 +32,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -69,6 +70,36 @@ def _cleanup(settings_url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _cpu_seconds() -> dict[str, float]:
+    """User + system CPU seconds so far of every process, summed by command name (worker pool
+    children, the S3 server, PostgreSQL backends, Redis, this process): where the CPU goes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                head, tail = handle.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        fields = tail.split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+def _stage_medians(settings_url: str) -> dict[str, float]:
+    """Median seconds per stage of the image jobs, from the artifacts' recorded timings."""
+    with psycopg.connect(settings_url) as conn:
+        rows = conn.execute(
+            "SELECT t.key, percentile_cont(0.5) WITHIN GROUP (ORDER BY t.value::float)"
+            " FROM artifacts a, jsonb_each_text(a.timings) t GROUP BY t.key"
+            " UNION ALL SELECT 'guard_s', percentile_cont(0.5) WITHIN GROUP"
+            " (ORDER BY (params->'guard'->>'seconds')::float) FROM artifacts").fetchall()
+    return {key: round(value * 1000, 1) for key, value in rows if value is not None}
+
+
 def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]:
     settings = get_settings()
     app = make_celery(settings)
@@ -81,18 +112,20 @@ def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]
         time.sleep(3.0)  # worker start-up is not part of the measured path
         items = collect_inputs([str(images)], settings)
         options = IngestOptions(policy=get_policy(None, settings))
+        cpu_before = _cpu_seconds()
         started = time.monotonic()
         results = ingest(items, options, settings, app)
         ingest_s = time.monotonic() - started
         ids = [r.source_id for r in results if r.source_id]
         deadline = time.monotonic() + 1800
-        states: dict[object, tuple[str, str | None]] = {}
+        states: dict[uuid.UUID, tuple[str, str | None]] = {}
         while time.monotonic() < deadline:
-            states = wait_for(ids, settings, timeout_s=0.5)  # type: ignore[arg-type]
+            states = wait_for(ids, settings, timeout_s=0.5)
             peak[0] = max(peak[0], _tree_rss_kib(worker.pid))
             if all(s in ("succeeded", "failed") for s, _ in states.values()):
                 break
         seconds = time.monotonic() - started
+        cpu_after = _cpu_seconds()
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
@@ -107,7 +140,11 @@ def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]
             "succeeded": done, "failed": len(states) - done,
             "duplicates": sum(r.duplicate for r in results),
             "images_per_s": round(len(ids) / seconds, 1),
-            "worker_peak_rss_mb": round(peak[0] / 1024, 1), "concurrency": concurrency}
+            "worker_peak_rss_mb": round(peak[0] / 1024, 1), "concurrency": concurrency,
+            "job_stage_median_ms": _stage_medians(settings.db.url),
+            "cpu_s_by_process": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 1)
+                                 for name in sorted(cpu_after, key=lambda n: -cpu_after[n]
+                                                    + cpu_before.get(n, 0.0))[:8]}}
 
 
 def main() -> None:

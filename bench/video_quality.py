@@ -34,7 +34,7 @@ Box = tuple[float, float, float, float]
 def frames_of(path: Path, step: int = 1) -> dict[int, NDArray[np.uint8]]:
     """Every ``step``-th displayed frame (BGR, rotation applied) by index."""
     out: dict[int, NDArray[np.uint8]] = {}
-    with av.open(io.BytesIO(path.read_bytes())) as container:
+    with av.open(io.BytesIO(path.read_bytes()), "r") as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index % step == 0:
                 image = frame.to_ndarray(format="bgr24")

@@ -9,7 +9,9 @@ longer than a chunk) are merged away, so every job has work to do.
 The plan is made from the demuxed packets (cheap: no decoding), which also tells each chunk
 which keyframe to seek to and how many frames it must emit; the chunk task checks that count,
 so a frame lost or doubled at a boundary, or a corrupt middle, fails the job instead of
-shipping a wrong video.
+shipping a wrong video. The keyframe lies at least ``WARMUP_FRAMES`` frames before the chunk's
+first frame (where the video has them): the chunk task detects and tracks those frames without
+emitting them, exactly as the previous chunk did, so masks continue across the boundary.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
+
+# Frames before a chunk that its task decodes and tracks but never emits (the tracker hand-over
+# across chunk boundaries, workers/video/chunk.py). Part of the plan: the seek point depends on it.
+WARMUP_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,9 @@ def chunk_ticks(chunk_seconds: float, time_base: Fraction) -> int:
 
 
 def plan_chunks(packets: Sequence[FramePacket], time_base: Fraction,
-                chunk_seconds: float) -> list[ChunkPlan]:
-    """Split the frames into chunks of ``chunk_seconds`` measured from the first frame.
+                chunk_seconds: float, warmup_frames: int = WARMUP_FRAMES) -> list[ChunkPlan]:
+    """Split the frames into chunks of ``chunk_seconds`` measured from the first frame; each
+    chunk's seek point also decodes the ``warmup_frames`` frames before it.
 
     Raises ValueError for a video without frames or without a keyframe to start from.
     """
@@ -102,8 +109,9 @@ def plan_chunks(packets: Sequence[FramePacket], time_base: Fraction,
         start, end = edges[index], edges[index + 1]
         lo = 0 if start is None else bisect.bisect_left(ordered, start)
         hi = len(ordered) if end is None else bisect.bisect_left(ordered, end)
+        early = max(0, lo - warmup_frames)
         plans.append(ChunkPlan(index=index, start_pts=start, end_pts=end,
-                               seek_ts=_seek_ts(packets, first_decoded[lo], ordered[lo])
+                               seek_ts=_seek_ts(packets, first_decoded[early], ordered[early])
                                if index else None,
                                first_frame=lo, frame_count=hi - lo,
                                first_pts=ordered[lo], last_pts=ordered[hi - 1]))

@@ -127,7 +127,13 @@ def test_scores_in_the_review_band_are_flagged_uncertain(detector: Detector,
     assert not any(d.uncertain for d in detect_frames([astronaut], lenient, detector)[0])
     flagged = detect_frames([astronaut], band, detector)[0]
     assert [d.uncertain for d in flagged] == [0.5 <= d.score < 0.99 for d in flagged]
-    assert any(d.uncertain for d in flagged) and not all(d.uncertain for d in flagged)
+    # a band that ends at the best score flags everything below it and not the best itself
+    best = max(d.score for d in flagged)
+    below = Policy(name="below", raw_retention_s=60,
+                   review={"face": ReviewBand(low=0.0, high=best)})
+    flagged = detect_frames([astronaut], below, detector)[0]
+    assert [d.uncertain for d in flagged] == [d.score < best for d in flagged]
+    assert not max(flagged, key=lambda d: d.score).uncertain
 
 
 def test_bad_input_raises(detector: Detector, policy: Policy) -> None:

@@ -55,12 +55,19 @@ def test_seek_point_is_a_keyframe_that_decodes_every_frame_of_the_chunk_with_b_f
     shown = [0, 3, 1, 2, 6, 4, 5, 9, 7, 8, 12, 10, 11]
     keyframes = {0, 6}  # decode positions 0 and 6 (pts 5 is a keyframe shown after pts 4)
     packets = [FramePacket(pts, i - 1, i in keyframes) for i, pts in enumerate(shown)]
-    plans = plan_chunks(packets, Fraction(1), 4.0)
+    plans = plan_chunks(packets, Fraction(1), 4.0, warmup_frames=0)
     assert [(p.first_pts, p.frame_count) for p in plans] == [(0, 4), (4, 4), (8, 4), (12, 1)]
     # pts 6 (shown in chunk 1) is decoded at position 4, before the keyframe at 6: seek to 0
     assert plans[1].seek_ts == -1
     # pts 8 is decoded at position 9, after the keyframe (pts 5) at 6 that is shown before it
     assert plans[2].seek_ts == 5
+    # with warm-up frames the seek point also decodes the frames before the chunk: chunk 3
+    # (pts 12) with 2 warm-up frames needs pts 10 (decode position 11, keyframe at 6: pts 5);
+    # with 4 it needs pts 8 and 9, and pts 8 is decoded after that keyframe too
+    warm = plan_chunks(packets, Fraction(1), 4.0, warmup_frames=2)
+    assert warm[3].seek_ts == 5 and plans[3].seek_ts == 5
+    assert plan_chunks(packets, Fraction(1), 4.0, warmup_frames=5)[3].seek_ts == 5
+    assert plan_chunks(packets, Fraction(1), 4.0, warmup_frames=7)[3].seek_ts == -1
 
 
 def test_plan_round_trips_through_json_and_bad_input_is_refused() -> None:

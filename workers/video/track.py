@@ -86,7 +86,8 @@ class Tracker:
                 "growth_per_miss": GROWTH_PER_MISS}
 
     def update(self, detections: Sequence[Detection], frame_index: int) -> list[Detection]:
-        """Boxes to redact in this frame: every detection plus the tracks it did not renew."""
+        """Boxes to redact in this frame: the detections, in their order, then the tracks they
+        did not renew (callers rely on that order)."""
         boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
         predicted = np.array([t.predicted() for t in self.tracks]).reshape(-1, 4)
         overlap = iou_matrix(predicted, boxes)
