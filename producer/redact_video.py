@@ -20,14 +20,12 @@ from typing import Any
 
 from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
-from schemas.chunks import ChunkPlan, plan_chunks
+from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
 from schemas.policy import Policy
 from workers.detectors.registry import build_configured_detector
 from workers.imageio import BadInputError
 from workers.video.assemble import AssemblyError, assemble
 from workers.video.chunk import ChunkOutput, redact_chunk
-
-MIN_LOCAL_CHUNK_S = 4.0
 
 
 @dataclass
@@ -40,7 +38,7 @@ class VideoResult:
 
 def local_chunk_seconds(info: VideoInfo, policy: Policy, processes: int) -> float:
     """Short enough for about two chunks per process, never longer than the policy's."""
-    return min(policy.chunk_seconds, max(MIN_LOCAL_CHUNK_S, info.duration_s / (2 * processes)))
+    return chunk_seconds_for(info.duration_s, policy.chunk_seconds, 2 * processes)
 
 
 def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,

@@ -24,7 +24,7 @@ from infra.db import Conn
 from infra.settings import Settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
 from schemas import messages
-from schemas.chunks import ChunkPlan, plan_chunks
+from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
 from schemas.enums import AuditAction, JobKind
 from schemas.keys import job_id_for
 from schemas.policy import Policy
@@ -41,7 +41,8 @@ def plan_video(data: bytes, policy: Policy, settings: Settings) -> VideoPlan:
     """Probe and plan; a file Veil cannot redact gives a plan with an error instead."""
     try:
         info, packets = probe_video(data, settings.limits.max_image_pixels)
-        return VideoPlan(info, plan_chunks(packets, info.tb, policy.chunk_seconds))
+        seconds = chunk_seconds_for(info.duration_s, policy.chunk_seconds)
+        return VideoPlan(info, plan_chunks(packets, info.tb, seconds))
     except (ProbeError, ValueError) as exc:
         return VideoPlan(None, [], f"not a video Veil can redact: {exc}")
 

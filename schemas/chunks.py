@@ -67,6 +67,18 @@ class ChunkPlan:
         return cls(**data)
 
 
+MIN_CHUNK_S = 4.0  # shortest chunk a short video is split into (warm-up is 16 frames each)
+MIN_CHUNKS = 4  # a short video is split into about this many chunks
+
+
+def chunk_seconds_for(duration_s: float, chunk_seconds: float, parts: int = MIN_CHUNKS) -> float:
+    """The policy's chunk length, shortened for a short video so that it makes about ``parts``
+    chunks of at least ``MIN_CHUNK_S``: a 30-second clip is shared by a node's processes
+    instead of leaving one idle while another works through a long last chunk. Long videos
+    keep the policy's length; a policy length under ``MIN_CHUNK_S`` is kept as it is."""
+    return min(chunk_seconds, max(MIN_CHUNK_S, duration_s / max(1, parts)))
+
+
 def chunk_ticks(chunk_seconds: float, time_base: Fraction) -> int:
     """A chunk's length in time-base ticks (at least one tick)."""
     if not math.isfinite(chunk_seconds) or chunk_seconds <= 0:

@@ -77,3 +77,13 @@ def test_plan_round_trips_through_json_and_bad_input_is_refused() -> None:
         plan_chunks([], TB, 10.0)
     with pytest.raises(ValueError, match="positive"):
         plan_chunks(_cfr(3), TB, 0.0)
+
+
+def test_a_short_video_is_split_into_several_chunks_and_a_long_one_keeps_the_policy_length() -> None:
+    from schemas.chunks import MIN_CHUNK_S, chunk_seconds_for
+
+    assert chunk_seconds_for(30.0, 10.0) == 7.5  # about 4 chunks for a node's processes
+    assert chunk_seconds_for(3600.0, 10.0) == 10.0
+    assert chunk_seconds_for(6.0, 10.0) == MIN_CHUNK_S  # never shorter than that
+    assert chunk_seconds_for(30.0, 0.4) == 0.4  # a shorter policy length is kept
+    assert chunk_seconds_for(30.0, 10.0, parts=2) == 10.0
