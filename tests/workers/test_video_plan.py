@@ -79,7 +79,7 @@ def test_plan_round_trips_through_json_and_bad_input_is_refused() -> None:
         plan_chunks(_cfr(3), TB, 0.0)
 
 
-def test_a_short_video_is_split_into_several_chunks_and_a_long_one_keeps_the_policy_length() -> None:
+def test_a_short_video_is_split_into_several_chunks_a_long_one_keeps_the_policy_length() -> None:
     from schemas.chunks import MIN_CHUNK_S, chunk_seconds_for
 
     assert chunk_seconds_for(30.0, 10.0) == 7.5  # about 4 chunks for a node's processes
