@@ -41,8 +41,17 @@ print(f"{len(results)} files, {sum(r.faces for r in results)} faces, {len(failed
 
 
 def _tree_rss_kib(root: int) -> int:
+    return _tree_stats(root)[0]
+
+
+def _tree_stats(root: int) -> tuple[int, dict[int, float]]:
+    """Resident memory (KiB) of ``root`` and its descendants, and each one's CPU seconds so far
+    (user + system). Sampled, because pool children under a forkserver are never reaped by
+    the measured command, so ``RUSAGE_CHILDREN`` misses their CPU."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -54,12 +63,15 @@ def _tree_rss_kib(root: int) -> int:
         pid, ppid = int(entry), int(fields[1])
         children.setdefault(ppid, []).append(pid)
         rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    total, stack = 0, [root]
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total, stack, seen = 0, [root], {}
     while stack:
         pid = stack.pop()
         total += rss.get(pid, 0)
+        if pid in cpu:
+            seen[pid] = cpu[pid]
         stack.extend(children.get(pid, []))
-    return total
+    return total, seen
 
 
 def _children_cpu_s() -> float:
@@ -74,11 +86,14 @@ def run_measured(command: list[str]) -> dict[str, float | str]:
                                text=True)
     peak = 0
     done = threading.Event()
+    cpu_seen: dict[int, float] = {}
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_kib(process.pid))
+            rss, cpu = _tree_stats(process.pid)
+            peak = max(peak, rss)
+            cpu_seen.update(cpu)
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -89,7 +104,8 @@ def run_measured(command: list[str]) -> dict[str, float | str]:
     sampler.join()
     if process.returncode:
         raise RuntimeError(f"{command[0]} exited {process.returncode}:\n{output[-2000:]}")
-    return {"seconds": round(seconds, 2), "cpu_s": round(_children_cpu_s() - cpu_before, 2),
+    cpu_s = max(_children_cpu_s() - cpu_before, sum(cpu_seen.values()))
+    return {"seconds": round(seconds, 2), "cpu_s": round(cpu_s, 2),
             "peak_rss_mib": round(peak / 1024, 1),
             "last_line": output.strip().splitlines()[-1] if output.strip() else ""}
 
