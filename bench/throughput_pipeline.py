@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
-from bench.throughput_redact import _tree_rss_kib, run_measured  # noqa: E402
+from bench.throughput_redact import _tree_rss_kib, proc_stats, run_measured  # noqa: E402
 from infra.broker import make_celery  # noqa: E402
 from infra.db import apply_migrations  # noqa: E402
 from infra.objectstore import client_for, delete_all_versions  # noqa: E402
@@ -73,19 +73,9 @@ def _cleanup(settings_url: str) -> None:
 def _cpu_seconds() -> dict[str, float]:
     """User + system CPU seconds so far of every process, summed by command name (worker pool
     children, the S3 server, PostgreSQL backends, Redis, this process): where the CPU goes."""
-    ticks = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                head, tail = handle.read().rsplit(")", 1)
-        except OSError:
-            continue
-        name = head.split("(", 1)[1]
-        fields = tail.split()
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    for stat in proc_stats().values():
+        totals[stat.name] = totals.get(stat.name, 0.0) + stat.cpu_s
     return totals
 
 

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _VEIL_CHILD = """
@@ -40,6 +41,33 @@ print(f"{len(results)} files, {sum(r.faces for r in results)} faces, {len(failed
 """
 
 
+@dataclass(frozen=True)
+class ProcStat:
+    ppid: int
+    name: str
+    rss_kib: int
+    cpu_s: float  # user + system so far
+
+
+def proc_stats() -> dict[int, ProcStat]:
+    """Every process on the machine, from ``/proc/PID/stat``."""
+    ticks, page_kib = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE") // 1024
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                head, tail = handle.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        out[int(entry)] = ProcStat(int(fields[1]), head.split("(", 1)[1],
+                                   int(fields[21]) * page_kib,
+                                   (int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
 def _tree_rss_kib(root: int) -> int:
     return _tree_stats(root)[0]
 
@@ -48,28 +76,16 @@ def _tree_stats(root: int) -> tuple[int, dict[int, float]]:
     """Resident memory (KiB) of ``root`` and its descendants, and each one's CPU seconds so far
     (user + system). Sampled, because pool children under a forkserver are never reaped by
     the measured command, so ``RUSAGE_CHILDREN`` misses their CPU."""
+    stats = proc_stats()
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    for pid, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(pid)
     total, stack, seen = 0, [root], {}
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
-        if pid in cpu:
-            seen[pid] = cpu[pid]
+        if pid in stats:
+            total += stats[pid].rss_kib
+            seen[pid] = stats[pid].cpu_s
         stack.extend(children.get(pid, []))
     return total, seen
 

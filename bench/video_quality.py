@@ -37,7 +37,7 @@ def frames_of(path: Path, step: int = 1) -> dict[int, NDArray[np.uint8]]:
     with av.open(io.BytesIO(path.read_bytes()), "r") as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index % step == 0:
-                image = frame.to_ndarray(format="bgr24")
+                image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
                 turns = round(float(frame.rotation or 0) / 90) % 4
                 out[index] = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
     return out

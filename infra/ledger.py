@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -177,6 +177,16 @@ def schedule_deletion(
         " WHERE deletion_tasks.state <> 'done'",
         (source_id, bucket, key, due_at, reason),
     )
+
+
+def schedule_output_deletion(conn: Conn, source_id: uuid.UUID | str, bucket: str, key: str,
+                             keep_s: int | None, policy_label: str) -> None:
+    """The deletion task of a published output: due after the policy's ``keep_s`` seconds, or
+    ``KEEP_UNTIL_ERASED`` when the policy keeps outputs (``keep_s`` None)."""
+    due = KEEP_UNTIL_ERASED if keep_s is None else datetime.now(UTC) + timedelta(seconds=keep_s)
+    schedule_deletion(conn, source_id, bucket, key, due,
+                      reason=f"policy {policy_label}: redacted "
+                             + ("kept until erased" if keep_s is None else "retention"))
 
 
 def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:

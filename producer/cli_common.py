@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -62,3 +63,15 @@ def emit(as_json: bool, payload: Any, lines: Callable[[], Iterable[str]]) -> Non
     else:
         for line in lines():
             click.echo(line)
+
+
+def parse_source_ids(values: Iterable[str], param_hint: str | None = None) -> list[uuid.UUID]:
+    """Source ids given on the command line; one that is not a UUID is a usage error (exit 2)."""
+    out = []
+    for value in values:
+        try:
+            out.append(uuid.UUID(value))
+        except ValueError as exc:
+            raise click.BadParameter(f"not a source id: {value!r}",
+                                     param_hint=param_hint) from exc
+    return out

@@ -16,6 +16,7 @@ from producer.cli_common import (
     EXIT_TIMEOUT,
     emit,
     load_settings,
+    parse_source_ids,
     progress_bar,
     service_errors,
 )
@@ -37,13 +38,6 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-
-
-def _source_ids(values: tuple[str, ...]) -> list[uuid.UUID]:
-    try:
-        return [uuid.UUID(v) for v in values]
-    except ValueError as exc:
-        raise click.BadParameter(f"not a source id: {exc}") from exc
 
 
 @main.command()
@@ -130,7 +124,7 @@ def status(source_id: str | None, as_json: bool) -> None:
         if source_id is None:
             data = overview(settings)
         else:
-            found = lineage(_source_ids((source_id,))[0], settings)
+            found = lineage(parse_source_ids((source_id,))[0], settings)
             if found is None:
                 raise click.ClickException(f"no source {source_id}")
             data = found
@@ -164,7 +158,7 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool)
     if bool(source_ids) == all_:
         raise click.UsageError("give SOURCE_ID... or --all (not both)")
     settings = load_settings()
-    ids = None if all_ else _source_ids(source_ids)
+    ids = None if all_ else parse_source_ids(source_ids)
     with service_errors(), progress_bar(len(ids or []), "export", not as_json) as tick:
         results = run_export(ids, output, settings, progress=tick)
     errors = [r for r in results if r.error]

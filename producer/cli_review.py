@@ -17,7 +17,7 @@ import click
 from infra import db
 from infra.settings import Settings
 from producer.cli import main
-from producer.cli_common import emit, load_settings, service_errors
+from producer.cli_common import emit, load_settings, parse_source_ids, service_errors
 
 _PENDING_SQL = """
 SELECT s.id AS source_id, s.original_name, s.kind, s.camera, s.policy_name,
@@ -77,10 +77,7 @@ def review(done: tuple[str, ...], note: str, reviewer: str | None, include_revie
     """
     settings = load_settings()
     if done:
-        try:
-            ids = [uuid.UUID(value) for value in done]
-        except ValueError as exc:
-            raise click.BadParameter(f"not a source id: {exc}", param_hint="--done") from exc
+        ids = parse_source_ids(done, param_hint="--done")
         with service_errors():
             for source_id in ids:
                 record_review(settings, source_id, reviewer or getpass.getuser(), note)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,17 +16,7 @@ from pathlib import Path
 import click
 
 from producer.cli import main
-from producer.cli_common import EXIT_FAILED, emit, load_settings, service_errors
-
-
-def _ids(values: tuple[str, ...]) -> list[uuid.UUID]:
-    out = []
-    for value in values:
-        try:
-            out.append(uuid.UUID(value))
-        except ValueError as exc:
-            raise click.BadParameter(f"not a source id: {value!r}") from exc
-    return out
+from producer.cli_common import EXIT_FAILED, emit, load_settings, parse_source_ids, service_errors
 
 
 def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -114,7 +103,7 @@ def erase(source_ids: tuple[str, ...], reason: str) -> None:
         raise click.BadParameter("give a reason", param_hint="--reason")
     settings = load_settings()
     with service_errors():
-        receipts = run_erase(settings, _ids(source_ids), reason, operator_identity())
+        receipts = run_erase(settings, parse_source_ids(source_ids), reason, operator_identity())
     click.echo(json.dumps(receipts, indent=2, default=str))
     problems = [r for r in receipts if r.get("refused") or r.get("failed")]
     for r in problems:
@@ -143,7 +132,7 @@ def hold_set(source_id: str, reason: str, as_json: bool) -> None:
     from producer.holds import set_hold
     settings = load_settings()
     with service_errors(), _rights_errors():
-        result = set_hold(settings, _ids((source_id,))[0], reason, operator_identity())
+        result = set_hold(settings, parse_source_ids((source_id,))[0], reason, operator_identity())
     emit(as_json, result, lambda: [
         f"legal hold {result['hold_id']} set on source {source_id}: {result['objects_held']} "
         f"objects held, {result['s3_versions_locked']} S3 versions locked",
@@ -160,7 +149,8 @@ def hold_release(source_id: str, reason: str, as_json: bool) -> None:
     from producer.holds import release_hold
     settings = load_settings()
     with service_errors(), _rights_errors():
-        result = release_hold(settings, _ids((source_id,))[0], reason, operator_identity())
+        result = release_hold(settings, parse_source_ids((source_id,))[0], reason,
+                              operator_identity())
     emit(as_json, result, lambda: [
         f"legal hold {result['hold_id']} released on source {source_id}; "
         f"{result['deletions_resumed']} deferred deletions due again"])
@@ -226,7 +216,7 @@ def audit(source_id: str | None, since: datetime | None, until: datetime | None,
     The trail is append-only: the database refuses UPDATE and DELETE on it.
     """
     from producer.audit_log import query_audit, summarize
-    sid = _ids((source_id,))[0] if source_id else None
+    sid = parse_source_ids((source_id,))[0] if source_id else None
     with service_errors():
         events = query_audit(load_settings(), source_id=sid, since=since, until=until,
                              actions=actions, limit=limit)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from minio import Minio
@@ -74,12 +73,9 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
             return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.REDACT), result.model_version, artifact,
                                detections)
-        keep = policy.redacted_retention_s
-        due = ledger.KEEP_UNTIL_ERASED if keep is None \
-            else datetime.now(UTC) + timedelta(seconds=keep)
-        ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key, due,
-                                 reason=f"policy {policy.name} v{policy.version}: redacted "
-                                        + ("kept until erased" if keep is None else "retention"))
+        ledger.schedule_output_deletion(conn, job.source_id, stored.bucket, stored.key,
+                                        policy.redacted_retention_s,
+                                        f"{policy.name} v{policy.version}")
         ledger.audit(conn, actor, AuditAction.OUTPUT_WRITE, source_id=job.source_id,
                      job_id=job.job_id, bucket=stored.bucket, key=stored.key,
                      detail={"sha256": stored.sha256, "detections": len(detections)})

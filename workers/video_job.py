@@ -212,12 +212,9 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
             delete_all_versions(s3, stored.bucket, stored.key)
             return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.REDACT), model_version, artifact, [])
-        keep = policy.redacted_retention_s
-        due = ledger.KEEP_UNTIL_ERASED if keep is None \
-            else datetime.now(UTC) + timedelta(seconds=keep)
-        ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key, due,
-                                 reason=f"policy {policy.name} v{policy.version}: redacted "
-                                        + ("kept until erased" if keep is None else "retention"))
+        ledger.schedule_output_deletion(conn, job.source_id, stored.bucket, stored.key,
+                                        policy.redacted_retention_s,
+                                        f"{policy.name} v{policy.version}")
         for chunk in chunks:
             ledger.schedule_deletion(conn, job.source_id, chunk.bucket, chunk.key,  # type: ignore[arg-type]
                                      datetime.now(UTC), reason="chunk joined into the output")

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
-from skimage import data
 
 from infra.settings import ModelSettings
 from workers.detectors.base import Detector
 from workers.detectors.centerface import CenterFaceConfig, CenterFaceDetector, decode, nms
-from workers.detectors.registry import build_detector, parse_detector_config
+from workers.detectors.registry import parse_detector_config
 
 ASTRONAUT_FACE = (175, 55, 275, 185)  # x1, y1, x2, y2 of Eileen Collins' face in astronaut()
 
@@ -24,17 +23,6 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-@pytest.fixture(scope="module")
-def detector() -> Detector:
-    return build_detector(parse_detector_config({"type": "centerface"}),
-                          ModelSettings(provider="cpu"))
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> NDArray[np.uint8]:
-    return np.asarray(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
 
 
 def test_finds_the_astronauts_face(detector: Detector, astronaut: NDArray[np.uint8]) -> None:

@@ -7,30 +7,16 @@ import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from skimage import data
 from skimage.metrics import structural_similarity
 
-from infra.settings import ModelSettings
 from schemas.policy import GuardParams, Policy
 from workers.detectors.base import Detection, Detector
-from workers.detectors.registry import build_detector, parse_detector_config
 from workers.guard import GuardFailure, check, enforce
 from workers.image_pipeline import redact_image_bytes
 from workers.redaction import redact
 
 FACE = (175.0, 55.0, 275.0, 185.0)
 MOUTH_ONLY = (175.0, 150.0, 275.0, 185.0)  # a detection that covers the chin, not the eyes
-
-
-@pytest.fixture(scope="module")
-def detector() -> Detector:
-    return build_detector(parse_detector_config({"type": "centerface"}),
-                          ModelSettings(provider="cpu"))
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> NDArray[np.uint8]:
-    return np.asarray(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
 
 
 def _policy(**guard: object) -> Policy:

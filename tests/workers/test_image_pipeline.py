@@ -17,20 +17,12 @@ from schemas.policy import Policy
 from workers.detectors.base import Detector
 from workers.detectors.registry import (
     build_configured_detector,
-    build_detector,
-    parse_detector_config,
 )
 from workers.image_pipeline import MissingDetectorError, detect_frames, redact_image_bytes
 from workers.imageio import BadInputError
 
 FACE = (175, 55, 275, 185)
 LIMIT = 80_000_000
-
-
-@pytest.fixture(scope="module")
-def detector() -> Detector:
-    return build_detector(parse_detector_config({"type": "centerface"}),
-                          ModelSettings(provider="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +34,6 @@ def pooled() -> Detector:
 @pytest.fixture(scope="module")
 def policy() -> Policy:
     return Policy(name="test", raw_retention_s=86400)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> NDArray[np.uint8]:
-    return np.asarray(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
 
 
 def _face_ssim(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:

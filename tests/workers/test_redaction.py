@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from skimage import data
 from skimage.metrics import structural_similarity
 
 from schemas.policy import RedactionParams
@@ -21,11 +20,6 @@ def _ssim(a: NDArray[np.uint8], b: NDArray[np.uint8], box: tuple[float, ...]) ->
     gray_a = cv2.cvtColor(a[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
     gray_b = cv2.cvtColor(b[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
     return float(structural_similarity(gray_a, gray_b, win_size=7, data_range=255))
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> NDArray[np.uint8]:
-    return np.asarray(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
 
 
 @pytest.mark.parametrize("method", ["blur", "fill", "pixelate"])

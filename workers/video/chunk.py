@@ -34,12 +34,11 @@ from workers.video.track import MAX_MISSED, Tracker, TrackRecord, iou_matrix
 BATCH = 8
 FILL_GAP = 3  # frames: a mask gap this short between two sightings is filled
 FILL_IOU = 0.3  # overlap that makes boxes on both sides of a gap one region
-# Frames before the chunk detected and tracked but not emitted (the plan seeks early enough to
-# decode them). The previous chunk runs the same fresh tracker from the same frame (hand-over,
-# see _Stage), so both compute the same masks at the boundary.
-WARMUP = WARMUP_FRAMES
+# WARMUP_FRAMES before the chunk are detected and tracked but not emitted (the plan seeks early
+# enough to decode them). The previous chunk runs the same fresh tracker from the same frame
+# (hand-over, see _Stage), so both compute the same masks at the boundary.
 HANDOVER_SWITCH = MAX_MISSED + 1  # frames both trackers run before the next chunk's takes over
-assert WARMUP - HANDOVER_SWITCH >= 2 * (FILL_GAP + 1), "hand-over too close to the boundary"
+assert WARMUP_FRAMES - HANDOVER_SWITCH >= 2 * (FILL_GAP + 1), "hand-over too near the boundary"
 Progress = Callable[[int, int], None]  # (frames done, frames in the chunk)
 
 
@@ -98,13 +97,13 @@ def redact_chunk(data: bytes, info: VideoInfo, plan: ChunkPlan, policy: Policy,
     settings = encoder_settings(info, policy, video, threads)
     handover = None
     if plan.end_pts is not None:  # a chunk follows: hand over to the tracker it will run
-        start = max(0, plan.first_frame + plan.frame_count - WARMUP)
+        start = max(0, plan.first_frame + plan.frame_count - WARMUP_FRAMES)
         handover = _Handover(Tracker(width, height), start, start + HANDOVER_SWITCH)
     stage = _Stage(Tracker(width, height), ChunkEncoder(settings), policy, keep_boxes,
                    handover)
     try:
         batch: list[DecodedFrame] = []
-        for decoded in decode_chunk(data, info, plan, warmup=WARMUP, lookahead=FILL_GAP):
+        for decoded in decode_chunk(data, info, plan, warmup=WARMUP_FRAMES, lookahead=FILL_GAP):
             batch.append(decoded)
             if len(batch) < BATCH:
                 continue
@@ -153,10 +152,10 @@ class _Stage:
     tracking (which covers gaps after a sighting) and the look-ahead frames past the chunk's
     end, no region seen just before and just after a short gap is left bare in it.
 
-    Chunk boundaries: the next chunk starts a fresh tracker on its ``WARMUP`` frames before the
-    boundary. This chunk runs that same tracker on the same frames (the hand-over), redacts the
-    union of both trackers' boxes for ``HANDOVER_SWITCH`` frames, then the fresh tracker's
-    alone. From a few frames before the boundary both chunks therefore hold the same masks
+    Chunk boundaries: the next chunk starts a fresh tracker on its ``WARMUP_FRAMES`` frames
+    before the boundary. This chunk runs that same tracker on the same frames (the hand-over),
+    redacts the union of both trackers' boxes for ``HANDOVER_SWITCH`` frames, then the fresh
+    tracker's alone. From a few frames before the boundary both chunks therefore hold the same masks
     (the same detections through the same tracker and gap filling), and a gap that straddles
     the boundary is filled by the next chunk exactly as inside a chunk. Measured flicker in
     bench/README.md.
