@@ -19,6 +19,7 @@ from pathlib import Path
 from infra.settings import get_settings
 from schemas.media import sniff
 from schemas.policy import Policy
+from workers import runtime
 from workers.detectors.base import Detector
 from workers.detectors.registry import build_configured_detector
 from workers.image_pipeline import redact_image_bytes
@@ -164,6 +165,7 @@ _child: dict[str, object] = {}
 def _init_child(policy: Policy, threads: int) -> None:
     settings = get_settings()
     models = settings.models.model_copy(update={"intra_op_threads": threads})
+    runtime.share_opencv_threads(threads)
     _child["detector"] = build_configured_detector(models)  # every class enabled, as workers
     _child["policy"] = policy
     _child["max_pixels"] = settings.limits.max_image_pixels

@@ -22,6 +22,7 @@ from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
 from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
 from schemas.policy import Policy
+from workers import runtime
 from workers.detectors.registry import build_configured_detector
 from workers.imageio import BadInputError
 from workers.video.assemble import AssemblyError, assemble
@@ -86,6 +87,7 @@ _child: dict[str, Any] = {}
 def _init_child(policy: Policy, threads: int) -> None:
     settings = get_settings()
     models = settings.models.model_copy(update={"intra_op_threads": threads})
+    runtime.share_opencv_threads(threads)
     _child.update(detector=build_configured_detector(models), policy=policy,
                   threads=threads, video=settings.video, data=(None, b""))
 

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 
+import cv2
 from minio import Minio
 
 from infra.objectstore import client_for
@@ -27,7 +28,9 @@ def detector() -> Detector:
     global _detector, _detector_pid
     with _lock:
         if _detector is None or _detector_pid != os.getpid():
-            _detector = build_configured_detector(get_settings().models)
+            models = get_settings().models
+            share_opencv_threads(models.intra_op_threads)
+            _detector = build_configured_detector(models)
             _detector_pid = os.getpid()
         return _detector
 
@@ -46,6 +49,16 @@ def storage() -> Minio:
 def threads_per_child(concurrency: int) -> int:
     """onnxruntime threads per pool child: the cores shared out, so children do not fight."""
     return max(1, (os.cpu_count() or 1) // max(1, concurrency))
+
+
+def share_opencv_threads(threads: int) -> None:
+    """OpenCV (resize, blur, colour conversion) gets the same share of cores as onnxruntime.
+
+    By default each process's OpenCV spreads over every core: with one process per core that
+    only adds contention (0 keeps OpenCV's default, as for onnxruntime).
+    """
+    if threads > 0:
+        cv2.setNumThreads(threads)
 
 
 def worker_identity() -> str:

@@ -67,3 +67,37 @@ def test_a_region_back_after_a_short_gap_beyond_tracking_is_filled_in_the_gap() 
                for boxes in stage.boxes]
     assert covered[:9] == [True] * 9
     assert stage.filled == 2
+
+
+def test_tracks_keep_their_own_history_when_others_end_around_them() -> None:
+    # given three faces; the middle one is seen on frames 0-2 only, the others on 0-11
+    tracker = Tracker(640, 480)
+    left = Detection("face", 0.9, (10, 10, 50, 60))
+    middle = Detection("face", 0.7, (200, 10, 240, 60))
+    right = Detection("face", 0.8, (400, 10, 440, 60))
+    for frame in range(12):
+        tracker.update([left, right] if frame > 2 else [left, middle, right], frame)
+    # then the middle track ended MAX_MISSED frames after its last sighting, and the tracks
+    # around it kept their own counts, scores and extents after it was dropped
+    records = {r.score: r for r in tracker.records()}
+    assert (records[0.7].first_frame, records[0.7].last_frame) == (0, 2 + MAX_MISSED)
+    assert records[0.7].detections == 3 and records[0.7].box[0] < middle.box[0]  # it coasted
+    assert (records[0.9].detections, records[0.9].box) == (12, left.box)
+    assert (records[0.8].detections, records[0.8].box) == (12, right.box)
+    assert {r.score for r in tracker.records(first_frame=2 + MAX_MISSED + 1)} == {0.9, 0.8}
+
+
+def test_a_coasting_track_moves_on_and_grows_and_a_plate_never_renews_a_face() -> None:
+    # given a face moving right 10 px a frame, then lost, and a plate where the face would be
+    tracker = Tracker(640, 480)
+    for frame in range(4):
+        tracker.update([Detection("face", 0.9, (100 + 10 * frame, 50, 140 + 10 * frame, 100))],
+                       frame)
+    plate = Detection("plate", 0.9, (140, 50, 180, 100))
+    out = tracker.update([plate], 4)
+    # then the face coasts ahead of its last box, a little larger, beside the plate's own box
+    assert out[0] == plate
+    (coast,) = [d for d in out[1:] if d.cls == "face"]
+    x1, y1, x2, y2 = coast.box
+    assert x1 > 130 - 1 and (x2 - x1) > 40 and (y2 - y1) > 50
+    assert {r.cls for r in tracker.records()} == {"face", "plate"}
