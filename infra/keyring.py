@@ -1,8 +1,18 @@
 """Crypto-shredding of raw originals: a per-source AES-256-GCM data key, client side.
 
-Raw originals are encrypted before they leave the producer, so this works on any S3 server, and
-the stored object is ``MAGIC || nonce || ciphertext+tag``. The key lives in PostgreSQL in the
-``keyring`` schema, apart from the ledger tables. Workers decrypt in memory only.
+Raw originals are encrypted before they leave the producer, so this works on any S3 server. The
+key lives in PostgreSQL in the ``keyring`` schema, apart from the ledger tables. Workers decrypt
+in memory only.
+
+Format (``VEIL2``): a header ``MAGIC2 || segment size (u32) || plaintext length (u64) || nonce
+prefix (8 bytes)``, then the plaintext in segments of ``segment size`` bytes (the last one
+shorter), each sealed on its own: ``ciphertext+tag`` under nonce ``prefix || index (u32)``, with
+the source id, the segment's index, the plaintext length and the segment size as associated data.
+So a reader can fetch and authenticate any byte range with S3 range reads (:class:`RawReader`:
+a video chunk task reads its own part of a long video, not all of it), and a segment that was
+altered, moved to another position, taken from another object or cut off fails authentication.
+Objects written before this format (``VEIL1``: ``MAGIC || nonce || ciphertext+tag``, one
+piece) stay readable; :class:`RawReader` reads them whole.
 
 Deleting a raw original destroys its key first (:func:`destroy_key`), in the deleting
 transaction: from that commit on, every copy of the object (versions, replicas, S3 backups) is
@@ -15,19 +25,26 @@ good as the backup policy (README, "Crypto-shredding").
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import uuid
+from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from minio import Minio
 
 from infra.db import Conn
-from infra.objectstore import get_bytes
+from infra.objectstore import get_bytes, get_range
 from schemas.keys import sha256_hex
 
-MAGIC = b"VEIL1"  # format marker: refuses to "decrypt" an object that was never encrypted
+MAGIC = b"VEIL1"  # one-piece format (still read); refuses to "decrypt" a plain object
+MAGIC2 = b"VEIL2"  # segmented format, written since range reads
 _NONCE = 12
+_TAG = 16
+_HEADER = struct.Struct(">5sIQ8s")  # magic, segment size, plaintext length, nonce prefix
+SEGMENT = 1024 * 1024  # plaintext bytes per sealed segment
 
 
 class KeyDestroyedError(Exception):
@@ -47,13 +64,30 @@ def _aad(source_id: uuid.UUID | str) -> bytes:
     return f"veil-raw:{uuid.UUID(str(source_id))}".encode()
 
 
-def encrypt(key: bytes, plaintext: bytes, source_id: uuid.UUID | str) -> bytes:
-    nonce = os.urandom(_NONCE)
-    return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(source_id))
+def encrypt(key: bytes, plaintext: bytes, source_id: uuid.UUID | str,
+            segment: int = SEGMENT) -> bytes:
+    """The ``VEIL2`` object for ``plaintext``: header, then each segment sealed on its own."""
+    prefix = os.urandom(8)
+    aead = AESGCM(key)
+    parts = [_HEADER.pack(MAGIC2, segment, len(plaintext), prefix)]
+    for index, start in enumerate(range(0, max(len(plaintext), 1), segment)):
+        parts.append(aead.encrypt(prefix + index.to_bytes(4, "big"),
+                                  plaintext[start:start + segment],
+                                  _segment_aad(source_id, index, len(plaintext), segment)))
+    return b"".join(parts)
 
 
 def decrypt(key: bytes, blob: bytes, source_id: uuid.UUID | str) -> bytes:
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _NONCE + 16:
+    """The whole plaintext of a stored raw object, either format."""
+    if blob.startswith(MAGIC2) and len(blob) >= _HEADER.size:
+        layout = _Layout.parse(blob[:_HEADER.size], source_id)
+        if len(blob) != layout.object_size:
+            raise RawIntegrityError(f"raw object of source {source_id} fails authentication: "
+                                    f"{len(blob)} bytes where its header implies "
+                                    f"{layout.object_size} (cut off or padded)")
+        return b"".join(layout.open(key, i, blob[slice(*layout.sealed(i))], source_id)
+                        for i in range(layout.segments))
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _NONCE + _TAG:
         raise RawIntegrityError(f"raw object of source {source_id} is not a Veil-encrypted "
                                 "original")
     nonce = blob[len(MAGIC):len(MAGIC) + _NONCE]
@@ -62,6 +96,138 @@ def decrypt(key: bytes, blob: bytes, source_id: uuid.UUID | str) -> bytes:
     except InvalidTag as exc:
         raise RawIntegrityError(f"raw object of source {source_id} fails authentication: "
                                 "tampered, or encrypted under another key") from exc
+
+
+def _segment_aad(source_id: uuid.UUID | str, index: int, length: int, segment: int) -> bytes:
+    return _aad(source_id) + struct.pack(">IQI", index, length, segment)
+
+
+class _Layout:
+    """Where each sealed segment of a ``VEIL2`` object lies, from its header."""
+
+    def __init__(self, segment: int, length: int, prefix: bytes) -> None:
+        self.segment, self.length, self.prefix = segment, length, prefix
+        self.segments = max(1, -(-length // segment))
+        self.object_size = _HEADER.size + length + self.segments * _TAG
+
+    @classmethod
+    def parse(cls, header: bytes, source_id: uuid.UUID | str) -> _Layout:
+        magic, segment, length, prefix = _HEADER.unpack(header)
+        if magic != MAGIC2 or segment <= 0:
+            raise RawIntegrityError(f"raw object of source {source_id} has no valid header")
+        return cls(segment, length, prefix)
+
+    def sealed(self, index: int) -> tuple[int, int]:
+        """Byte range [start, end) of segment ``index`` in the object."""
+        start = _HEADER.size + index * (self.segment + _TAG)
+        return start, start + min(self.segment, self.length - index * self.segment) + _TAG
+
+    def open(self, key: bytes, index: int, sealed: bytes, source_id: uuid.UUID | str) -> bytes:
+        try:
+            return AESGCM(key).decrypt(self.prefix + index.to_bytes(4, "big"), sealed,
+                                       _segment_aad(source_id, index, self.length, self.segment))
+        except InvalidTag as exc:
+            raise RawIntegrityError(
+                f"raw object of source {source_id} fails authentication at segment {index}: "
+                "tampered, moved, cut off, or encrypted under another key") from exc
+
+
+class RawReader(io.RawIOBase):
+    """A raw original as a seekable, read-only file, fetched and authenticated on demand.
+
+    ``VEIL2`` objects are read with S3 range requests, a few segments per request (PyAV reads
+    sequentially in small blocks), keeping the last ``cache_segments`` in memory; every segment
+    is authenticated before a byte of it is returned. Unlike :func:`read_original` this cannot
+    check the whole file's sha256 (that would mean reading it all): what it returns is exactly
+    what was sealed under this source's key, at this position. A ``VEIL1`` object is fetched and
+    decrypted whole on first use. ``fetched`` counts the bytes requested from S3.
+    """
+
+    def __init__(self, s3: Minio, data_key: bytes, *, source_id: uuid.UUID | str, bucket: str,
+                 key: str, version_id: str | None, max_bytes: int, read_ahead: int = 4,
+                 cache_segments: int = 16) -> None:
+        super().__init__()
+        self._s3, self._data_key, self._source = s3, data_key, source_id
+        self._where = (bucket, key, version_id)
+        self._read_ahead, self._cache_size = max(1, read_ahead), max(1, cache_segments)
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._whole: bytes | None = None
+        self._pos = 0
+        self.fetched = 0
+        head = self._get(0, _HEADER.size)
+        if head.startswith(MAGIC2) and len(head) == _HEADER.size:
+            self._layout: _Layout | None = _Layout.parse(head, source_id)
+            self.size = self._layout.length
+        else:  # the one-piece format: only whole
+            blob = get_bytes(s3, bucket, key, version_id=version_id, max_bytes=max_bytes + 64)
+            self.fetched += len(blob)
+            self._layout, self._whole = None, decrypt(data_key, blob, source_id)
+            self.size = len(self._whole)
+        if self.size > max_bytes:
+            raise RawIntegrityError(f"raw object of source {source_id} holds {self.size} "
+                                    f"bytes, over the limit of {max_bytes}")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(0, self.size - self._pos))
+        done = 0
+        while done < wanted:
+            chunk = self._piece(self._pos + done, wanted - done)
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        self._pos += done
+        return done
+
+    def _piece(self, pos: int, most: int) -> bytes:
+        if self._whole is not None:
+            return self._whole[pos:pos + most]
+        assert self._layout is not None
+        index, within = divmod(pos, self._layout.segment)
+        plain = self._segment(index)
+        return plain[within:within + most]
+
+    def _segment(self, index: int) -> bytes:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        layout = self._layout
+        assert layout is not None
+        last = min(layout.segments, index + self._read_ahead)
+        start, end = layout.sealed(index)[0], layout.sealed(last - 1)[1]
+        sealed = self._get(start, end - start)
+        if len(sealed) != end - start:
+            raise RawIntegrityError(f"raw object of source {self._source} is cut off at "
+                                    f"segment {index}")
+        for i in range(index, last):
+            a, b = layout.sealed(i)
+            self._cache[i] = layout.open(self._data_key, i, sealed[a - start:b - start],
+                                         self._source)
+            self._cache.move_to_end(i)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return self._cache[index]
+
+    def _get(self, offset: int, length: int) -> bytes:
+        bucket, key, version_id = self._where
+        data = get_range(self._s3, bucket, key, offset, length, version_id=version_id)
+        self.fetched += len(data)
+        return data
 
 
 def store_key(conn: Conn, source_id: uuid.UUID | str, key: bytes) -> None:

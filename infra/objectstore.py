@@ -176,6 +176,19 @@ def put_bytes(
                         size=len(data), etag=(result.etag or "").strip('"'))
 
 
+def get_range(client: Minio, bucket: str, key: str, offset: int, length: int,
+              version_id: str | None = None) -> bytes:
+    """``length`` bytes of an object from ``offset`` (fewer at its end): one range request."""
+    with transient_errors():
+        response = client.get_object(bucket, key, offset=offset, length=length,
+                                     version_id=version_id)
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+
 def get_bytes(
     client: Minio,
     bucket: str,

@@ -112,9 +112,6 @@ class VideoSettings(BaseModel):
     # frame against veryfast's 12, files 9 % larger (bench/README.md).
     preset: str = "superfast"
     keyframe_seconds: float = Field(default=2.0, gt=0)
-    # A worker keeps the last decrypted original in memory, so consecutive chunks of one video
-    # fetch it once; larger originals are fetched per chunk.
-    raw_cache_mb: int = Field(default=1024, ge=0)
 
 
 class RetentionSettings(BaseModel):

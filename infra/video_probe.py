@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 
@@ -72,9 +72,20 @@ class VideoInfo:
         return cls(**{**data, "audio": audio})
 
 
-def open_video(data: bytes) -> av.container.InputContainer:
+# A video held in memory, or a seekable file object that reads it (keyring.RawReader)
+VideoSource = bytes | BinaryIO | io.RawIOBase
+
+
+def open_video(data: VideoSource) -> av.container.InputContainer:
+    """Open a container held in memory or in a seekable file object (read from its start)."""
+    source: BinaryIO | io.RawIOBase
+    if isinstance(data, bytes):
+        source = io.BytesIO(data)
+    else:
+        source = data
+        source.seek(0)
     try:
-        return av.open(io.BytesIO(data), mode="r")
+        return av.open(source, mode="r")
     except (av.error.FFmpegError, ValueError) as exc:
         raise ProbeError(f"not a readable video container: {_reason(exc)}") from exc
 

@@ -41,9 +41,6 @@ SendRows = Callable[[Sequence[tuple[int, str, str]]], object]
 PROGRESS_EVERY_S = 2.0
 MP4 = "video/mp4"
 
-_raw_cache: dict[tuple[str, str], bytes] = {}
-
-
 def _claim(job_id: str | uuid.UUID, settings: Settings, actor: str, read_raw: bool
            ) -> tuple[ledger.JobContext, ledger.VideoJob, bytes | None] | None:
     with db.process_transaction(settings) as conn:
@@ -61,24 +58,14 @@ def _claim(job_id: str | uuid.UUID, settings: Settings, actor: str, read_raw: bo
     return job, video, data_key
 
 
-def read_original_cached(s3: Minio, data_key: bytes, job: ledger.JobContext,
-                         settings: Settings) -> bytes:
-    """The decrypted original, kept in this process for the next chunk of the same video.
-
-    Each chunk needs the whole original (it is encrypted as one object), so a worker that takes
-    consecutive chunks fetches and decrypts it once. Only the latest original is kept, in memory
-    only, and only up to ``video.raw_cache_mb``.
-    """
-    key = (str(job.source_id), job.source_sha256)
-    if key in _raw_cache:
-        return _raw_cache[key]
-    raw = keyring.read_original(s3, data_key, source_id=job.source_id, bucket=job.raw_bucket,
-                                key=job.raw_key, version_id=job.raw_version_id,
-                                sha256=job.source_sha256, max_bytes=settings.limits.max_file_bytes)
-    _raw_cache.clear()
-    if len(raw) <= settings.video.raw_cache_mb * 1024 * 1024:
-        _raw_cache[key] = raw
-    return raw
+def open_original(s3: Minio, data_key: bytes, job: ledger.JobContext,
+                  settings: Settings) -> keyring.RawReader:
+    """The original as a file read on demand: a chunk task fetches and authenticates only the
+    segments its decoder touches (the container index and its own time range), so a chunk of
+    an hour-long video neither downloads nor holds the whole file (``keyring.RawReader``)."""
+    return keyring.RawReader(s3, data_key, source_id=job.source_id, bucket=job.raw_bucket,
+                             key=job.raw_key, version_id=job.raw_version_id,
+                             max_bytes=settings.limits.max_file_bytes)
 
 
 def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Detector,
@@ -96,10 +83,11 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     policy = Policy.model_validate(job.policy)
     info, plan = VideoInfo.from_json(video.video), ChunkPlan.from_json(video.chunk)
     s3 = s3 or client_for("worker", settings)
-    raw = read_original_cached(s3, data_key, job, settings)
-    fetched = time.perf_counter()
-    output = redact_chunk(raw, info, plan, policy, detector, settings.video, threads,
-                          progress=_progress_recorder(job.job_id, settings, progress))
+    with open_original(s3, data_key, job, settings) as raw:
+        fetched = time.perf_counter()
+        output = redact_chunk(raw, info, plan, policy, detector, settings.video, threads,
+                              progress=_progress_recorder(job.job_id, settings, progress))
+        raw_read = {"raw_bytes_read": raw.fetched, "raw_bytes": raw.size}
     redacted = time.perf_counter()
     stored = put_bytes(s3, settings.s3.bucket_work, chunk_key(job.source_id, plan.index),
                        output.data, MP4)
@@ -111,7 +99,7 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
         size_bytes=stored.size, content_type=MP4, width=info.display_size[0],
         height=info.display_size[1],
         params={**output.params, "frames": output.frames, "detections": output.detections,
-                "coasted_boxes": output.coasted, "tracks": len(output.tracks)},
+                "coasted_boxes": output.coasted, "tracks": len(output.tracks), **raw_read},
         input_sha256=job.source_sha256, timings={k: round(v, 4) for k, v in timings.items()})
     ranges = [ledger.DetectionRange(t.first_frame, t.last_frame, t.cls, t.score, t.box)
               for t in output.tracks]
@@ -180,7 +168,7 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
     s3 = s3 or client_for("worker", settings)
     parts = [get_bytes(s3, c.bucket, c.key, version_id=c.version_id)  # type: ignore[arg-type]
              for c in chunks]
-    original = read_original_cached(s3, data_key, job, settings) if data_key else None
+    original = open_original(s3, data_key, job, settings) if data_key else None
     fetched = time.perf_counter()
     try:
         result = assemble(parts, info, original, keep_audio=policy.audio == "keep")

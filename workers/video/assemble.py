@@ -27,7 +27,7 @@ from typing import cast
 
 import av
 
-from infra.video_probe import ProbeError, VideoInfo, open_video
+from infra.video_probe import ProbeError, VideoInfo, VideoSource, open_video
 from workers.imageio import BadInputError
 
 OUTPUT_OPTIONS = {"movflags": "+faststart", "fflags": "+bitexact"}
@@ -46,7 +46,7 @@ class Assembled:
     duration_s: float
 
 
-def assemble(chunks: Sequence[bytes], info: VideoInfo, original: bytes | None,
+def assemble(chunks: Sequence[bytes], info: VideoInfo, original: VideoSource | None,
              keep_audio: bool) -> Assembled:
     """One MP4 from the chunk MP4s in order (plus the original's audio when kept)."""
     if keep_audio and original is None:
@@ -67,7 +67,7 @@ def assemble(chunks: Sequence[bytes], info: VideoInfo, original: bytes | None,
     return Assembled(data, frames, audio_streams, end)
 
 
-def _open_original(original: bytes | None) -> av.container.InputContainer:
+def _open_original(original: VideoSource | None) -> av.container.InputContainer:
     assert original is not None
     try:
         return open_video(original)

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infra.settings import VideoSettings
-from infra.video_probe import VideoInfo
+from infra.video_probe import VideoInfo, VideoSource
 from schemas.chunks import WARMUP_FRAMES, ChunkPlan
 from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
@@ -93,10 +93,11 @@ def detection_factor(height: int, width: int, limit: int) -> float:
     return best
 
 
-def redact_chunk(data: bytes, info: VideoInfo, plan: ChunkPlan, policy: Policy,
+def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Policy,
                  detector: Detector, video: VideoSettings, threads: int = 0,
                  progress: Progress | None = None, keep_boxes: bool = False) -> ChunkOutput:
-    """Redact one chunk of the video in ``data`` and return it encoded (MP4 bytes)."""
+    """Redact one chunk of the video in ``data`` (the file's bytes, or a seekable file object
+    such as :class:`infra.keyring.RawReader`) and return it encoded (MP4 bytes)."""
     width, height = info.display_size
     settings = encoder_settings(info, policy, video, threads)
     handover = None

@@ -28,7 +28,7 @@ import av.logging
 import numpy as np
 from numpy.typing import NDArray
 
-from infra.video_probe import ProbeError, VideoInfo, open_video
+from infra.video_probe import ProbeError, VideoInfo, VideoSource, open_video
 from schemas.chunks import ChunkPlan
 from workers.imageio import BadInputError
 
@@ -47,7 +47,7 @@ class DecodedFrame:
         return not (self.warmup or self.lookahead)
 
 
-def decode_chunk(data: bytes, info: VideoInfo, plan: ChunkPlan, warmup: int = 0,
+def decode_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int = 0,
                  lookahead: int = 0) -> Iterator[DecodedFrame]:
     """Yield up to ``warmup`` frames before the range, exactly the frames of the range, then up
     to ``lookahead`` frames after it (decoding problems there belong to the next chunk)."""
@@ -72,7 +72,7 @@ def decode_chunk(data: bytes, info: VideoInfo, plan: ChunkPlan, warmup: int = 0,
         seek = None  # decode from the start of the file instead
 
 
-def _decode(data: bytes, info: VideoInfo, plan: ChunkPlan, warmup: int, lookahead: int,
+def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lookahead: int,
             seek: int | None) -> Generator[DecodedFrame, None, None]:
     tb = info.tb
     nominal = max(1, round(1 / (Fraction(info.average_rate) * tb)))
