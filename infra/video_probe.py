@@ -90,7 +90,7 @@ def open_video(data: VideoSource) -> av.container.InputContainer:
         raise ProbeError(f"not a readable video container: {_reason(exc)}") from exc
 
 
-def probe_video(data: bytes, max_pixels: int) -> tuple[VideoInfo, list[FramePacket]]:
+def probe_video(data: VideoSource, max_pixels: int) -> tuple[VideoInfo, list[FramePacket]]:
     """Stream facts plus every coded video frame (decode order) for :func:`plan_chunks`."""
     with open_video(data) as container:
         if not container.streams.video:

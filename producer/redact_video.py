@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
@@ -45,11 +45,21 @@ def local_chunk_seconds(info: VideoInfo, policy: Policy, processes: int) -> floa
 def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
                       progress: Callable[[int], None] | None = None,
                       keep_boxes: bool = False) -> VideoResult:
-    """Redact one video file into ``output`` (MP4); raises BadInputError for bad input."""
-    data = path.read_bytes()
+    """Redact one video file into ``output`` (MP4); raises BadInputError for bad input.
+
+    The file is read where it lies, never loaded whole: each chunk opens it and decodes its own
+    time range, so a long video costs no more memory than a short one.
+    """
+    with path.open("rb") as handle:
+        return _redact_open_file(path, handle, output, policy, processes, progress, keep_boxes)
+
+
+def _redact_open_file(path: Path, handle: BinaryIO, output: Path, policy: Policy,
+                      processes: int, progress: Callable[[int], None] | None,
+                      keep_boxes: bool) -> VideoResult:
     settings = get_settings()
     try:
-        info, packets = probe_video(data, settings.limits.max_image_pixels)
+        info, packets = probe_video(handle, settings.limits.max_image_pixels)
         plans = plan_chunks(packets, info.tb, local_chunk_seconds(info, policy, processes))
     except (ProbeError, ValueError) as exc:
         raise BadInputError(f"not a video Veil can redact: {exc}") from exc
@@ -71,7 +81,7 @@ def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
                 if progress:
                     progress(result.frames)
     try:
-        joined = assemble([o.data for o in outputs], info, data, policy.audio == "keep")
+        joined = assemble([o.data for o in outputs], info, handle, policy.audio == "keep")
     except AssemblyError as exc:
         raise BadInputError(str(exc)) from exc
     partial = output.with_name(f".{output.name}.partial")
@@ -89,13 +99,12 @@ def _init_child(policy: Policy, threads: int) -> None:
     models = settings.models.model_copy(update={"intra_op_threads": threads})
     runtime.share_opencv_threads(threads)
     _child.update(detector=build_configured_detector(models), policy=policy,
-                  threads=threads, video=settings.video, data=(None, b""))
+                  threads=threads, video=settings.video)
 
 
 def _run_chunk(job: tuple[str, dict[str, Any], dict[str, Any], bool]) -> ChunkOutput:
     path, info, plan, keep_boxes = job
-    if _child["data"][0] != path:  # a child reads the file once for all its chunks
-        _child["data"] = (path, Path(path).read_bytes())
-    return redact_chunk(_child["data"][1], VideoInfo.from_json(info), ChunkPlan.from_json(plan),
-                        _child["policy"], _child["detector"], _child["video"],
-                        threads=_child["threads"], keep_boxes=keep_boxes)
+    with open(path, "rb") as handle:
+        return redact_chunk(handle, VideoInfo.from_json(info), ChunkPlan.from_json(plan),
+                            _child["policy"], _child["detector"], _child["video"],
+                            threads=_child["threads"], keep_boxes=keep_boxes)
