@@ -54,8 +54,8 @@ def test_a_chunk_decodes_from_its_own_part_of_the_original(
     client, keys = raw_objects
     video = make_video(VideoSpec(frames=1000, width=320, height=240, gop=25, bframes=0))
     data_key = keyring.new_data_key()
-    key, version = _store(client, services, keys,
-                          keyring.encrypt(data_key, video, SOURCE, segment=SEGMENT))
+    blob = keyring.encrypt(data_key, video, SOURCE, segment=SEGMENT)
+    key, version = _store(client, services, keys, blob)
     info, packets = probe_video(video, services.limits.max_image_pixels)
     plans = plan_chunks(packets, info.tb, 2.0)
     assert len(plans) == 20 and len(video) > 50 * SEGMENT
@@ -69,6 +69,15 @@ def test_a_chunk_decodes_from_its_own_part_of_the_original(
         [(f.pts, f.index, f.warmup, f.lookahead) for f in whole]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(streamed, whole, strict=True))
     assert 0 < reader.fetched < 0.3 * len(video)
+    # and with the middle of the file altered (not its index), the chunk fails on integrity,
+    # not as a broken video: the error surfaces through the decoder as it is
+    sealed, layout = bytearray(blob), keyring._Layout(SEGMENT, len(video), b"")
+    for i in range(5, layout.segments - 5):
+        sealed[layout.sealed(i)[0] + 7] ^= 1
+    altered = _reader(client, services, data_key,
+                      *_store(client, services, keys, bytes(sealed)))
+    with pytest.raises(keyring.RawIntegrityError, match="fails authentication at segment"):
+        list(decode_chunk(altered, info, plans[10], warmup=16, lookahead=3))
 
 
 def test_altered_moved_or_cut_segments_fail_authentication(
