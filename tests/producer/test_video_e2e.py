@@ -269,3 +269,15 @@ def test_veil_redact_handles_videos_in_process(policies_env: dict[str, str],
     assert after.size == (spec.width, spec.height)
     assert all(face_destroyed(a, b, face_core(i, spec.width, spec.height))
                for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)))
+
+
+def test_veil_redact_keeps_audio_in_sync_in_process_too(policies_env: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    # the file is read where it lies: chunks and the audio re-mux each open it themselves
+    path = write(tmp_path / "talk.mp4", VideoSpec(frames=30, audio=True, seed=62))
+    run = veil("redact", str(path), "-o", str(tmp_path / "out"), "--policy", "video-keep-audio",
+               env=policies_env)
+    assert run.returncode == 0, run.stderr
+    output = (tmp_path / "out" / "talk.mp4").read_bytes()
+    assert _audio_times(output) == _audio_times(path.read_bytes())
+    assert decode_video(output).indices == list(range(30))
