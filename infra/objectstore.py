@@ -238,6 +238,14 @@ def list_keys(
                 yield obj.object_name
 
 
+def list_sizes(client: Minio, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """(key, size in bytes) of every current object under ``prefix``."""
+    with transient_errors():
+        for obj in client.list_objects(bucket, prefix=prefix, recursive=True):
+            if obj.object_name is not None and not obj.is_dir:
+                yield obj.object_name, int(obj.size or 0)
+
+
 def list_all_versions(client: Minio, bucket: str, prefix: str = "") -> list[tuple[str, str | None]]:
     """Every (key, version_id) under ``prefix``, delete markers included."""
     with transient_errors():

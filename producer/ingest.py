@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from infra import db, keyring, ledger, outbox
 from infra.db import Conn
-from infra.objectstore import client_for, get_bytes, list_keys, put_bytes
+from infra.objectstore import client_for, get_bytes, list_sizes, put_bytes
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
@@ -52,6 +52,7 @@ class InputItem:
     name: str
     read: Callable[[], bytes]
     origin: str
+    size: int = 0  # bytes, as listed before reading (0: unknown); bounds a batch's memory
 
 
 @dataclass
@@ -93,7 +94,11 @@ def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem
 
 
 def _file_input(path: Path) -> InputItem:
-    return InputItem(name=path.name, read=path.read_bytes, origin="upload")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # reading it will say what is wrong
+    return InputItem(name=path.name, read=path.read_bytes, origin="upload", size=size)
 
 
 def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
@@ -103,19 +108,38 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
     client = client_for("producer", settings)
     limit = settings.limits.max_file_bytes
     try:
-        keys = sorted(list_keys(client, bucket, prefix))
+        listed = sorted(list_sizes(client, bucket, prefix))
     except Exception as exc:
         raise IngestError(f"cannot list {url}: {exc}") from exc
-    for key in keys:
+    for key, size in listed:
         yield InputItem(
             name=posixpath.basename(key),
             read=lambda k=key: get_bytes(client, bucket, k, max_bytes=limit),  # type: ignore[misc]
             origin="s3-inbox",
+            size=size,
         )
 
 
 BATCH = 32
+BATCH_BYTES = 256 * 1024 * 1024  # a batch is read into memory at once: videos go a few at a time
 UPLOAD_THREADS = 8
+
+
+def batches(items: Sequence[InputItem], count: int = BATCH,
+            budget: int = BATCH_BYTES) -> Iterator[list[InputItem]]:
+    """Consecutive batches of at most ``count`` items and, going by their listed sizes, at most
+    ``budget`` bytes (an item larger than the budget goes alone): 32 photos share a batch,
+    a folder of 2-GB videos is read one video at a time instead of 32 at once."""
+    batch: list[InputItem] = []
+    held = 0
+    for item in items:
+        if batch and (len(batch) >= count or held + item.size > budget):
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += item.size
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -140,8 +164,8 @@ def ingest(
     client = client_for("producer", settings)
     results: list[IngestResult] = []
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool, db.connect(settings, autocommit=True) as conn:
-        for start in range(0, len(items), BATCH):
-            batch = list(pool.map(lambda i: _read(i, settings), items[start:start + BATCH]))
+        for group in batches(items):
+            batch = list(pool.map(lambda i: _read(i, settings), group))
             fresh = _unknown(conn, batch)
             list(pool.map(lambda p: _upload(p, settings, client), fresh))
             rows = []

@@ -26,6 +26,7 @@ from infra.objectstore import (
     is_transient,
     list_all_versions,
     list_keys,
+    list_sizes,
     object_exists,
     put_bytes,
 )
@@ -91,6 +92,14 @@ def test_delete_all_versions_spares_keys_sharing_the_prefix(
 
     assert delete_all_versions(admin, bucket, f"{prefix}chunk") == 1
     assert list(list_keys(admin, bucket, prefix)) == [f"{prefix}chunk-2"]
+
+
+def test_list_sizes_gives_each_objects_size(stack: Settings, admin: Minio, prefix: str) -> None:
+    bucket = stack.s3.bucket_work
+    put_bytes(admin, bucket, prefix + "a/1", b"x" * 10)
+    put_bytes(admin, bucket, prefix + "b", b"")
+
+    assert sorted(list_sizes(admin, bucket, prefix)) == [(prefix + "a/1", 10), (prefix + "b", 0)]
 
 
 def test_list_keys_non_recursive_shows_folders(stack: Settings, admin: Minio, prefix: str) -> None:
