@@ -25,11 +25,13 @@ good as the backup policy (README, "Crypto-shredding").
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,14 +69,64 @@ def _aad(source_id: uuid.UUID | str) -> bytes:
 def encrypt(key: bytes, plaintext: bytes, source_id: uuid.UUID | str,
             segment: int = SEGMENT) -> bytes:
     """The ``VEIL2`` object for ``plaintext``: header, then each segment sealed on its own."""
-    prefix = os.urandom(8)
-    aead = AESGCM(key)
-    parts = [_HEADER.pack(MAGIC2, segment, len(plaintext), prefix)]
-    for index, start in enumerate(range(0, max(len(plaintext), 1), segment)):
-        parts.append(aead.encrypt(prefix + index.to_bytes(4, "big"),
-                                  plaintext[start:start + segment],
-                                  _segment_aad(source_id, index, len(plaintext), segment)))
-    return b"".join(parts)
+    return b"".join(Sealer(key, plaintext, source_id, segment).parts())
+
+
+class Sealer:
+    """The ``VEIL2`` object for ``plaintext``, made segment by segment as it is consumed.
+
+    Uploading from :meth:`reader` never holds the whole ciphertext beside the plaintext (a 2-GB
+    video needs 2 GB, not 4); :meth:`sha256` is a first pass over the same bytes (the nonce
+    prefix is drawn once), for the object's checksum metadata that S3 takes before the body.
+    """
+
+    def __init__(self, key: bytes, plaintext: bytes, source_id: uuid.UUID | str,
+                 segment: int = SEGMENT) -> None:
+        self._aead, self._plain, self._source = AESGCM(key), memoryview(plaintext), source_id
+        self._segment, self._prefix = segment, os.urandom(8)
+        self.size = _Layout(segment, len(plaintext), self._prefix).object_size
+
+    def parts(self) -> Iterator[bytes]:
+        length = len(self._plain)
+        yield _HEADER.pack(MAGIC2, self._segment, length, self._prefix)
+        for index, start in enumerate(range(0, max(length, 1), self._segment)):
+            yield self._aead.encrypt(self._prefix + index.to_bytes(4, "big"),
+                                     self._plain[start:start + self._segment],
+                                     _segment_aad(self._source, index, length, self._segment))
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for part in self.parts():
+            digest.update(part)
+        return digest.hexdigest()
+
+    def reader(self) -> io.RawIOBase:
+        return _PartsReader(self.parts())
+
+
+class _PartsReader(io.RawIOBase):
+    """A read-once file over a sequence of byte strings."""
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        super().__init__()
+        self._parts, self._pending = parts, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view):
+            if not len(self._pending):
+                part = next(self._parts, None)
+                if part is None:
+                    break
+                self._pending = memoryview(part)
+            n = min(len(view) - done, len(self._pending))
+            view[done:done + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            done += n
+        return done
 
 
 def decrypt(key: bytes, blob: bytes, source_id: uuid.UUID | str) -> bytes:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import urllib3
 from minio import Minio
@@ -165,15 +165,30 @@ def put_bytes(
     metadata: dict[str, str] | None = None,
 ) -> StoredObject:
     """Store ``data``; its sha256 is kept as object metadata and returned for the ledger."""
-    digest = hashlib.sha256(data).hexdigest()
-    meta = {**(metadata or {}), SHA256_METADATA: digest}
+    return put_stream(client, bucket, key, io.BytesIO(data), len(data),
+                      hashlib.sha256(data).hexdigest(), content_type, metadata)
+
+
+def put_stream(
+    client: Minio,
+    bucket: str,
+    key: str,
+    stream: BinaryIO | io.RawIOBase,
+    size: int,
+    sha256: str,
+    content_type: str = "application/octet-stream",
+    metadata: dict[str, str] | None = None,
+) -> StoredObject:
+    """Store ``size`` bytes read from ``stream`` (multipart when large), whose ``sha256`` the
+    caller computed, without holding them all in memory."""
+    meta = {**(metadata or {}), SHA256_METADATA: sha256}
     with transient_errors():
         result = client.put_object(
-            bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+            bucket, key, stream, size, content_type=content_type,  # type: ignore[arg-type]
             metadata=meta,  # type: ignore[arg-type]
         )
-    return StoredObject(bucket=bucket, key=key, version_id=result.version_id, sha256=digest,
-                        size=len(data), etag=(result.etag or "").strip('"'))
+    return StoredObject(bucket=bucket, key=key, version_id=result.version_id, sha256=sha256,
+                        size=size, etag=(result.etag or "").strip('"'))
 
 
 def get_range(client: Minio, bucket: str, key: str, offset: int, length: int,

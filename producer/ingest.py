@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from infra import db, keyring, ledger, outbox
 from infra.db import Conn
-from infra.objectstore import client_for, get_bytes, list_sizes, put_bytes
+from infra.objectstore import client_for, get_bytes, list_sizes, put_stream
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
@@ -240,8 +240,8 @@ def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
     bucket, key = _raw_location(prepared, settings)
     assert prepared.result.source_id
     prepared.data_key = keyring.new_data_key()
-    blob = keyring.encrypt(prepared.data_key, prepared.data, prepared.result.source_id)
-    stored = put_bytes(client, bucket, key, blob, "application/octet-stream")
+    sealer = keyring.Sealer(prepared.data_key, prepared.data, prepared.result.source_id)
+    stored = put_stream(client, bucket, key, sealer.reader(), sealer.size, sealer.sha256())
     prepared.result.raw_version_id = stored.version_id
 
 

@@ -3,6 +3,7 @@ requests, and every segment it gets is authenticated (real SeaweedFS)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from minio import Minio
 
 from infra import keyring
-from infra.objectstore import client_for, delete_all_versions, put_bytes
+from infra.objectstore import (
+    SHA256_METADATA,
+    client_for,
+    delete_all_versions,
+    get_bytes,
+    put_bytes,
+    put_stream,
+)
 from infra.settings import Settings
 from infra.video_probe import probe_video
 from schemas.chunks import plan_chunks
@@ -146,3 +154,23 @@ def test_originals_in_the_one_piece_format_stay_readable(
     reader.seek(SEGMENT)
     assert reader.read(10) == original[SEGMENT:SEGMENT + 10]
     assert reader.size == len(original) and reader.fetched >= len(legacy)
+
+
+def test_a_large_original_is_sealed_while_it_is_uploaded(
+        services: Settings, raw_objects: tuple[Minio, list[str]]) -> None:
+    # given 12 MiB, more than one multipart part, sealed on the fly into S3 (as ingest does)
+    client, keys = raw_objects
+    original = os.urandom(12 * 1024 * 1024 + 5)
+    data_key = keyring.new_data_key()
+    sealer = keyring.Sealer(data_key, original, SOURCE)
+    key = f"test-raw-reader/{uuid.uuid4()}"
+    keys.append(key)
+    stored = put_stream(client, services.s3.bucket_raw, key, sealer.reader(), sealer.size,
+                        sealer.sha256())
+    # then the object is exactly the sealed original, with its checksum recorded beside it
+    blob = get_bytes(client, services.s3.bucket_raw, key, version_id=stored.version_id)
+    assert len(blob) == sealer.size == stored.size
+    assert hashlib.sha256(blob).hexdigest() == stored.sha256
+    head = client.stat_object(services.s3.bucket_raw, key, version_id=stored.version_id)
+    assert (head.metadata or {}).get(f"x-amz-meta-{SHA256_METADATA}") == stored.sha256
+    assert keyring.decrypt(data_key, blob, SOURCE) == original
