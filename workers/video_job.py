@@ -41,6 +41,7 @@ SendRows = Callable[[Sequence[tuple[int, str, str]]], object]
 PROGRESS_EVERY_S = 2.0
 MP4 = "video/mp4"
 
+
 def _claim(job_id: str | uuid.UUID, settings: Settings, actor: str, read_raw: bool
            ) -> tuple[ledger.JobContext, ledger.VideoJob, bytes | None] | None:
     with db.process_transaction(settings) as conn:
