@@ -10,6 +10,7 @@ policy's when that keeps every process busy: the output does not depend on the c
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO
 
 from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
-from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
+from schemas.chunks import MIN_CHUNK_S, ChunkPlan, chunk_seconds_for, plan_chunks
 from schemas.policy import Policy
 from workers import runtime
 from workers.detectors.registry import build_configured_detector
@@ -37,9 +38,22 @@ class VideoResult:
     boxes: list[list[tuple[float, float, float, float]]]  # per frame, when asked
 
 
+LOCAL_MAX_CHUNK_S = 60.0  # a chunk's encoded output is held in memory until assembly
+
+
 def local_chunk_seconds(info: VideoInfo, policy: Policy, processes: int) -> float:
-    """Short enough for about two chunks per process, never longer than the policy's."""
-    return chunk_seconds_for(info.duration_s, policy.chunk_seconds, 2 * processes)
+    """About two chunks per process (at least ``MIN_CHUNK_S``), up to ``LOCAL_MAX_CHUNK_S``.
+
+    Unlike the pipeline (where the policy's length sets how finely work spreads over nodes and
+    what a retry costs), one pool gains nothing from more chunks, and each boundary decodes and
+    detects its warm-up frames again: 16 frames are 1.6 s of a 10-fps video, so 10-s chunks
+    would detect 19 % more frames than the video has. A policy length under ``MIN_CHUNK_S`` is
+    kept as it is.
+    """
+    if policy.chunk_seconds < MIN_CHUNK_S:
+        return policy.chunk_seconds
+    share = chunk_seconds_for(info.duration_s, math.inf, 2 * processes)
+    return min(share, max(policy.chunk_seconds, LOCAL_MAX_CHUNK_S))
 
 
 def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,

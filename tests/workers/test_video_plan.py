@@ -87,3 +87,24 @@ def test_a_short_video_is_split_into_several_chunks_a_long_one_keeps_the_policy_
     assert chunk_seconds_for(6.0, 10.0) == MIN_CHUNK_S  # never shorter than that
     assert chunk_seconds_for(30.0, 0.4) == 0.4  # a shorter policy length is kept
     assert chunk_seconds_for(30.0, 10.0, parts=2) == 10.0
+
+
+def test_veil_redact_plans_about_two_chunks_per_process_whatever_the_policy_length() -> None:
+    from types import SimpleNamespace
+
+    from producer.redact_video import LOCAL_MAX_CHUNK_S, local_chunk_seconds
+    from schemas.chunks import MIN_CHUNK_S
+    from schemas.policy import Policy
+
+    policy = Policy(name="t", raw_retention_s=60, chunk_seconds=10.0)
+
+    def seconds(duration: float, processes: int = 2, chunk: Policy = policy) -> float:
+        return local_chunk_seconds(SimpleNamespace(duration_s=duration),  # type: ignore[arg-type]
+                                   chunk, processes)
+
+    assert seconds(30.0) == 7.5  # 4 chunks for 2 processes
+    assert seconds(139.4) == 139.4 / 4  # longer than the policy's 10 s: fewer warm-ups
+    assert seconds(3600.0) == LOCAL_MAX_CHUNK_S  # bounded: outputs wait in memory
+    assert seconds(6.0) == MIN_CHUNK_S
+    assert seconds(3600.0, chunk=policy.model_copy(update={"chunk_seconds": 120.0})) == 120.0
+    assert seconds(30.0, chunk=policy.model_copy(update={"chunk_seconds": 0.4})) == 0.4
