@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from fractions import Fraction
 
 from psycopg.types.json import Jsonb
 
@@ -41,7 +42,8 @@ def plan_video(data: bytes, policy: Policy, settings: Settings) -> VideoPlan:
     """Probe and plan; a file Veil cannot redact gives a plan with an error instead."""
     try:
         info, packets = probe_video(data, settings.limits.max_image_pixels)
-        seconds = chunk_seconds_for(info.duration_s, policy.chunk_seconds)
+        seconds = chunk_seconds_for(info.duration_s, policy.chunk_seconds,
+                                    frame_rate=float(Fraction(info.average_rate)))
         return VideoPlan(info, plan_chunks(packets, info.tb, seconds))
     except (ProbeError, ValueError) as exc:
         return VideoPlan(None, [], f"not a video Veil can redact: {exc}")

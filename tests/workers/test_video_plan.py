@@ -89,6 +89,18 @@ def test_a_short_video_is_split_into_several_chunks_a_long_one_keeps_the_policy_
     assert chunk_seconds_for(30.0, 10.0, parts=2) == 10.0
 
 
+def test_a_low_frame_rate_stretches_the_policy_length_to_enough_frames() -> None:
+    from schemas.chunks import MIN_CHUNK_FRAMES, chunk_seconds_for
+
+    # a 10-fps camera: 10-s chunks would hold 100 frames, each re-detecting 19 around it
+    assert chunk_seconds_for(3600.0, 10.0, frame_rate=10.0) == MIN_CHUNK_FRAMES / 10.0
+    assert chunk_seconds_for(139.4, 10.0, frame_rate=10.0) == 20.0
+    assert chunk_seconds_for(3600.0, 10.0, frame_rate=25.0) == 10.0  # 250 frames already
+    assert chunk_seconds_for(3600.0, 60.0, frame_rate=10.0) == 60.0  # a longer policy stays
+    assert chunk_seconds_for(30.0, 10.0, frame_rate=10.0) == 7.5  # short videos as before
+    assert chunk_seconds_for(30.0, 0.4, frame_rate=10.0) == 0.4
+
+
 def test_veil_redact_plans_about_two_chunks_per_process_whatever_the_policy_length() -> None:
     from types import SimpleNamespace
 
@@ -108,3 +120,17 @@ def test_veil_redact_plans_about_two_chunks_per_process_whatever_the_policy_leng
     assert seconds(6.0) == MIN_CHUNK_S
     assert seconds(3600.0, chunk=policy.model_copy(update={"chunk_seconds": 120.0})) == 120.0
     assert seconds(30.0, chunk=policy.model_copy(update={"chunk_seconds": 0.4})) == 0.4
+
+
+def test_ingest_plans_a_10_fps_video_in_chunks_of_enough_frames() -> None:
+    from infra.policies import get_policy
+    from infra.settings import get_settings
+    from producer.video_plan import plan_video
+    from schemas.chunks import MIN_CHUNK_FRAMES
+    from tests.videos import VideoSpec, make_video
+
+    # a 100-s clip from a 10-fps camera, default policy (10-s chunks)
+    video = make_video(VideoSpec(frames=1000, fps=10, width=96, height=96, gop=20, bframes=0))
+    plan = plan_video(video, get_policy(None), get_settings())
+    assert plan.error is None
+    assert [c.frame_count for c in plan.chunks] == [MIN_CHUNK_FRAMES] * 5
