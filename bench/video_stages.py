@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 import workers.video.chunk as chunk
@@ -30,7 +29,7 @@ from infra.settings import get_settings
 from infra.video_probe import probe_video
 from producer.redact_video import local_chunk_seconds
 from schemas.chunks import plan_chunks
-from workers.detectors.registry import build_configured_detector
+from workers import runtime
 from workers.video import encode, track
 
 _spent: defaultdict[str, float] = defaultdict(float)
@@ -60,14 +59,12 @@ def _timed_iter(name: str, function: Callable[..., Iterator[Any]]) -> Callable[.
 
 
 def measure(video: Path, processes: int) -> dict[str, Any]:
-    cv2.setNumThreads(1)
     settings = get_settings()
     policy = face_policy()
     data = video.read_bytes()
     info, packets = probe_video(data, settings.limits.max_image_pixels)
     plans = plan_chunks(packets, info.tb, local_chunk_seconds(info, policy, processes))
-    detector = build_configured_detector(
-        settings.models.model_copy(update={"intra_op_threads": 1}))
+    detector = runtime.process_detector(1)  # one thread for onnxruntime and OpenCV
     detector.detect_batch([np.zeros((64, 64, 3), np.uint8)])  # loads the model: not counted
     patched = [(chunk, "detect_scaled", "detect", _timed),
                (chunk, "redact_frame", "redact", _timed),

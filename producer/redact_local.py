@@ -21,7 +21,6 @@ from schemas.media import sniff
 from schemas.policy import Policy
 from workers import runtime
 from workers.detectors.base import Detector
-from workers.detectors.registry import build_configured_detector
 from workers.image_pipeline import redact_image_bytes
 from workers.imageio import BadInputError, output_extension, sniff_image_format
 
@@ -164,9 +163,7 @@ _child: dict[str, object] = {}
 
 def _init_child(policy: Policy, threads: int) -> None:
     settings = get_settings()
-    models = settings.models.model_copy(update={"intra_op_threads": threads})
-    runtime.share_opencv_threads(threads)
-    _child["detector"] = build_configured_detector(models)  # every class enabled, as workers
+    _child["detector"] = runtime.process_detector(threads)  # every class enabled, as workers
     _child["policy"] = policy
     _child["max_pixels"] = settings.limits.max_image_pixels
 

@@ -10,21 +10,19 @@ policy's when that keeps every process busy: the output does not depend on the c
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
-from schemas.chunks import MIN_CHUNK_S, ChunkPlan, chunk_seconds_for, plan_chunks
+from schemas.chunks import MIN_CHUNK_S, ChunkPlan, plan_chunks
 from schemas.policy import Policy
 from workers import runtime
-from workers.detectors.registry import build_configured_detector
 from workers.imageio import BadInputError
 from workers.video.assemble import AssemblyError, assemble
 from workers.video.chunk import ChunkOutput, redact_chunk
@@ -52,7 +50,7 @@ def local_chunk_seconds(info: VideoInfo, policy: Policy, processes: int) -> floa
     """
     if policy.chunk_seconds < MIN_CHUNK_S:
         return policy.chunk_seconds
-    share = chunk_seconds_for(info.duration_s, math.inf, 2 * processes)
+    share = max(MIN_CHUNK_S, info.duration_s / max(1, 2 * processes))
     return min(share, max(policy.chunk_seconds, LOCAL_MAX_CHUNK_S))
 
 
@@ -64,16 +62,10 @@ def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
     The file is read where it lies, never loaded whole: each chunk opens it and decodes its own
     time range, so a long video costs no more memory than a short one.
     """
-    with path.open("rb") as handle:
-        return _redact_open_file(path, handle, output, policy, processes, progress, keep_boxes)
-
-
-def _redact_open_file(path: Path, handle: BinaryIO, output: Path, policy: Policy,
-                      processes: int, progress: Callable[[int], None] | None,
-                      keep_boxes: bool) -> VideoResult:
     settings = get_settings()
     try:
-        info, packets = probe_video(handle, settings.limits.max_image_pixels)
+        with path.open("rb") as handle:
+            info, packets = probe_video(handle, settings.limits.max_image_pixels)
         plans = plan_chunks(packets, info.tb, local_chunk_seconds(info, policy, processes))
     except (ProbeError, ValueError) as exc:
         raise BadInputError(f"not a video Veil can redact: {exc}") from exc
@@ -95,7 +87,9 @@ def _redact_open_file(path: Path, handle: BinaryIO, output: Path, policy: Policy
                 if progress:
                     progress(result.frames)
     try:
-        joined = assemble([o.data for o in outputs], info, handle, policy.audio == "keep")
+        with path.open("rb") as original:  # read only for its audio, when kept
+            joined = assemble([o.data for o in outputs], info, original,
+                              policy.audio == "keep")
     except AssemblyError as exc:
         raise BadInputError(str(exc)) from exc
     partial = output.with_name(f".{output.name}.partial")
@@ -109,11 +103,8 @@ _child: dict[str, Any] = {}
 
 
 def _init_child(policy: Policy, threads: int) -> None:
-    settings = get_settings()
-    models = settings.models.model_copy(update={"intra_op_threads": threads})
-    runtime.share_opencv_threads(threads)
-    _child.update(detector=build_configured_detector(models), policy=policy,
-                  threads=threads, video=settings.video)
+    _child.update(detector=runtime.process_detector(threads), policy=policy,
+                  threads=threads, video=get_settings().video)
 
 
 def _run_chunk(job: tuple[str, dict[str, Any], dict[str, Any], bool]) -> ChunkOutput:

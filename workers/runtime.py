@@ -28,9 +28,7 @@ def detector() -> Detector:
     global _detector, _detector_pid
     with _lock:
         if _detector is None or _detector_pid != os.getpid():
-            models = get_settings().models
-            share_opencv_threads(models.intra_op_threads)
-            _detector = build_configured_detector(models)
+            _detector = process_detector(get_settings().models.intra_op_threads)
             _detector_pid = os.getpid()
         return _detector
 
@@ -51,14 +49,17 @@ def threads_per_child(concurrency: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, concurrency))
 
 
-def share_opencv_threads(threads: int) -> None:
-    """OpenCV (resize, blur, colour conversion) gets the same share of cores as onnxruntime.
+def process_detector(threads: int) -> Detector:
+    """A detector for this process (every class ``models.detectors`` enables), with onnxruntime
+    and OpenCV (resize, blur, colour conversion) on ``threads`` threads each.
 
     By default each process's OpenCV spreads over every core: with one process per core that
-    only adds contention (0 keeps OpenCV's default, as for onnxruntime).
+    only adds contention (0 keeps both libraries' defaults).
     """
     if threads > 0:
         cv2.setNumThreads(threads)
+    models = get_settings().models.model_copy(update={"intra_op_threads": threads})
+    return build_configured_detector(models)
 
 
 def worker_identity() -> str:
