@@ -34,6 +34,7 @@ class VideoResult:
     faces: int  # tracked regions redacted
     chunks: int
     boxes: list[list[tuple[float, float, float, float]]]  # per frame, when asked
+    guard: list[dict[str, Any]]  # per chunk: what the guard checked and did
 
 
 LOCAL_MAX_CHUNK_S = 60.0  # a chunk's encoded output is held in memory until assembly
@@ -96,7 +97,8 @@ def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
     partial.write_bytes(joined.data)
     partial.replace(output)
     return VideoResult(joined.frames, sum(len(o.tracks) for o in outputs), len(outputs),
-                       [box for o in outputs for box in o.boxes])
+                       [box for o in outputs for box in o.boxes],
+                       [o.params["guard"] for o in outputs])
 
 
 _child: dict[str, Any] = {}

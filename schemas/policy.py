@@ -74,7 +74,8 @@ class RedactionParams(BaseModel):
 
 
 class GuardParams(BaseModel):
-    """The guard: the face detector runs again on every output before it is published.
+    """The guard: the face detector runs again on every output before it is published
+    (images: every output; video: sampled frames, see ``video_every_s``).
 
     A face re-found at ``threshold`` or above, on or near a redacted region (``weak``: the
     redaction was too light) or anywhere else (``miss``), stops the output as it is: with
@@ -86,6 +87,9 @@ class GuardParams(BaseModel):
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     on_failure: Literal["reredact", "fail"] = "reredact"
     max_rounds: int = Field(default=2, ge=1, le=5)
+    # Video: one redacted frame in this many seconds is checked (0: every frame). A finding
+    # makes the chunk run again with every frame checked (workers.video.chunk).
+    video_every_s: float = Field(default=2.0, ge=0.0, le=3600.0)
 
 
 class ReviewBand(BaseModel):

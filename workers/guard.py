@@ -14,9 +14,11 @@ missed face is redacted like any face and added to the detections; then the outp
 again, up to ``max_rounds`` re-redactions. With ``"fail"``, or when the rounds run out, the job
 fails with :class:`GuardFailure` (permanent: the original stays in `raw` for a person to see).
 
-:func:`check` is the plain test, for callers that decide for themselves (video frames);
-:func:`enforce` is the policy, used by the image pipeline. Both report what they did; the report
-goes into the artifact's parameters in the ledger, with the time it cost.
+:func:`check` is the plain test; :func:`enforce` is the policy, used by the image pipeline on
+every output and by video chunks on sampled frames (``workers.video.chunk``). Both report what
+they did; the report goes into the artifact's parameters in the ledger, with the time it cost.
+Both take an optional ``detect`` (a frame to its faces): video frames are checked at the size
+they are detected at, images at full size.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from workers.reliability import PermanentJobError
 
 Frame = NDArray[np.uint8]
 Box = tuple[float, float, float, float]
+Detect = Callable[[Frame], Sequence[Detection]]
 
 NEAR = 1.5  # a redacted region grown by this factor still counts as "near"
 OVERLAP = 0.25  # share of a re-found face's box inside a (grown) region that makes it "weak"
@@ -71,18 +74,22 @@ class GuardReport:
 
 
 def check(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
-          threshold: float, redaction: RedactionParams | None = None) -> list[Finding]:
+          threshold: float, redaction: RedactionParams | None = None,
+          detect: Detect | None = None) -> list[Finding]:
     """Faces the detector still finds in ``frame_out`` at ``threshold`` or above.
 
     ``detections`` are those that were redacted (their boxes before enlargement) and
-    ``redaction`` the parameters used, which set how far each region reached.
+    ``redaction`` the parameters used, which set how far each region reached. ``detect``
+    replaces the plain full-size pass of ``detector``.
     """
     redaction = redaction or RedactionParams()
     height, width = frame_out.shape[:2]
     regions = [enlarge_box(d.box, redaction.for_class(d.cls).box_scale * NEAR, width, height)
                for d in detections]
     findings = []
-    for face in detector.detect_batch([frame_out], classes={"face"})[0]:
+    faces = detect(frame_out) if detect else detector.detect_batch([frame_out],
+                                                                   classes={"face"})[0]
+    for face in faces:
         if face.score < threshold:
             continue
         weak = any(_inside_share(face.box, region) >= OVERLAP for region in regions)
@@ -91,8 +98,8 @@ def check(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
 
 
 def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
-            policy: Policy, render: Callable[[Frame], Frame] | None = None
-            ) -> tuple[Frame, list[Detection], GuardReport]:
+            policy: Policy, render: Callable[[Frame], Frame] | None = None,
+            detect: Detect | None = None) -> tuple[Frame, list[Detection], GuardReport]:
     """Check ``frame_out`` and act per ``policy.guard``.
 
     ``render`` turns a frame into what a viewer of the output will see (for JPEG: encode and
@@ -111,7 +118,8 @@ def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detecto
     report = GuardReport("passed", threshold=params.threshold)
     redacted = list(detections)
     added: list[Detection] = []
-    findings = check(view(frame_out), redacted, detector, params.threshold, policy.redaction)
+    findings = check(view(frame_out), redacted, detector, params.threshold, policy.redaction,
+                     detect)
     report.checks, report.found = 1, findings
     while findings:
         if params.on_failure == "fail" or report.checks > params.max_rounds:
@@ -129,7 +137,7 @@ def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detecto
         redacted += missed
         report.action = "reredacted"
         findings = check(view(frame_out), redacted, detector, params.threshold,
-                         policy.redaction)
+                         policy.redaction, detect)
         report.checks += 1
     report.seconds = time.perf_counter() - started
     return frame_out, added, report
@@ -137,22 +145,30 @@ def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detecto
 
 def _reredact(frame: Frame, findings: Sequence[Finding], redacted: Sequence[Detection],
               redaction: RedactionParams) -> Frame:
-    height, width = frame.shape[:2]
     missed = [Detection("face", f.score, f.box) for f in findings if f.kind == "miss"]
     frame = redact(frame, missed, redaction)
-    fills = []
-    face_scale = redaction.for_class("face").box_scale
-    for finding in findings:
-        if finding.kind != "weak":
-            continue
-        box = enlarge_box(finding.box, face_scale, width, height)
-        for d in redacted:
-            region = enlarge_box(d.box, redaction.for_class(d.cls).box_scale, width, height)
-            if _inside_share(finding.box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
-                box = (min(box[0], region[0]), min(box[1], region[1]),
-                       max(box[2], region[2]), max(box[3], region[3]))
-        fills.append(Detection("face", finding.score, tuple(map(float, box))))  # type: ignore[arg-type]
-    return redact(frame, fills, _FILL) if fills else frame
+    height, width = frame.shape[:2]
+    fills = [fill_region(f, redacted, redaction, width, height)
+             for f in findings if f.kind == "weak"]
+    return fill(frame, fills)
+
+
+def fill_region(finding: Finding, redacted: Sequence[Detection], redaction: RedactionParams,
+                width: int, height: int) -> Detection:
+    """What a weak finding fills: its face box (grown like any face) joined with every redacted
+    region it lies on."""
+    box = enlarge_box(finding.box, redaction.for_class("face").box_scale, width, height)
+    for d in redacted:
+        region = enlarge_box(d.box, redaction.for_class(d.cls).box_scale, width, height)
+        if _inside_share(finding.box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
+            box = (min(box[0], region[0]), min(box[1], region[1]),
+                   max(box[2], region[2]), max(box[3], region[3]))
+    return Detection("face", finding.score, tuple(map(float, box)))  # type: ignore[arg-type]
+
+
+def fill(frame: Frame, regions: Sequence[Detection]) -> Frame:
+    """``frame`` with each region filled solid (regions are final: not grown again)."""
+    return redact(frame, regions, _FILL) if regions else frame
 
 
 def _inside_share(box: Box, region: tuple[int, int, int, int] | Box) -> float:

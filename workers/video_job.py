@@ -182,7 +182,8 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
                 "frame_count": c.frame_count, "sha256": c.sha256,
                 "model_version": c.model_version,
                 "detections": (c.params or {}).get("detections"),
-                "tracks": (c.params or {}).get("tracks")} for c in chunks]
+                "tracks": (c.params or {}).get("tracks"),
+                "guard": (c.params or {}).get("guard")} for c in chunks]
     first = chunks[0].params or {}
     artifact = ledger.ArtifactRecord(
         bucket=stored.bucket, key=stored.key, version_id=stored.version_id, sha256=stored.sha256,

@@ -140,6 +140,11 @@ def test_lineage_records_chunks_frame_ranges_detections_and_chunk_deletion(
     final = [a for a in lineage["artifacts"] if a["stage"] == "redact"]
     assert len(final) == 1 and final[0]["model_version"].startswith("centerface-")
     assert [c["frame_start"] for c in final[0]["params"]["chunks"]] == [0, 10, 20]
+    # the guard checked one frame in 2 s (50 frames at 25 fps): frame 0, in the first chunk
+    guards = [c["guard"] for c in final[0]["params"]["chunks"]]
+    assert [g["every_frames"] for g in guards] == [50, 50, 50]
+    assert [g["checks"] for g in guards] == [1, 0, 0]
+    assert guards[0]["action"] == "passed" and guards[0]["escalated"] is None
     assert final[0]["params"]["encoder"]["codec"] == "libx264"
     faces = [d for d in lineage["detections"] if d["class"] == "face"]
     assert faces and all(d["frame_end"] >= d["frame_index"] for d in faces)

@@ -7,6 +7,10 @@ that went through detection and redaction.
 Detection runs on every frame in batches through the configured detector (onnxruntime); frames
 may be scaled down for detection only (``policy.video_detect_long_side``), boxes are mapped back
 to full resolution and the full-resolution frame is redacted.
+
+The guard (``policy.guard``) then checks the encoded chunk, decoded again, on sampled frames;
+a face it finds makes the chunk run again with every frame checked and each finding re-redacted
+(``workers.video.frame_guard``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -29,6 +34,7 @@ from workers.detectors.base import Detection, Detector
 from workers.image_pipeline import detect_frames, redact_frame
 from workers.video.decode import DecodedFrame, decode_chunk
 from workers.video.encode import ChunkEncoder, encoder_settings
+from workers.video.frame_guard import ChunkGuard
 from workers.video.track import MAX_MISSED, Tracker, TrackRecord, iou_matrix
 
 BATCH = 8
@@ -62,16 +68,24 @@ def detect_scaled(images: Sequence[NDArray[np.uint8]], policy: Policy,
     factor = detection_factor(height, width, policy.video_detect_long_side)
     if factor == 1.0:
         return detect_frames(images, policy, detector)
+    return [_scaled_back(dets, factor)
+            for dets in detect_frames(_scaled(images, factor), policy, detector)]
+
+
+def _scaled(images: Sequence[NDArray[np.uint8]], factor: float) -> list[NDArray[np.uint8]]:
+    height, width = images[0].shape[:2]
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     # Down to half size bilinear sampling still sees every pixel, and INTER_AREA costs 3.4 ms a
     # 960x540 frame against 0.4 ms (coverage held: bench/README.md, run 4). Further down
     # (1080p and up) bilinear would skip pixels and alias small faces away: area averaging.
     interpolation = cv2.INTER_LINEAR if factor >= 0.5 else cv2.INTER_AREA
-    small = [np.asarray(cv2.resize(image, size, interpolation=interpolation), np.uint8)
-             for image in images]
-    return [[replace(d, box=(d.box[0] / factor, d.box[1] / factor, d.box[2] / factor,
-                             d.box[3] / factor)) for d in dets]
-            for dets in detect_frames(small, policy, detector)]
+    return [np.asarray(cv2.resize(image, size, interpolation=interpolation), np.uint8)
+            for image in images]
+
+
+def _scaled_back(detections: Sequence[Detection], factor: float) -> list[Detection]:
+    return [replace(d, box=(d.box[0] / factor, d.box[1] / factor, d.box[2] / factor,
+                            d.box[3] / factor)) for d in detections]
 
 
 def detection_factor(height: int, width: int, limit: int) -> float:
@@ -98,6 +112,47 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
                  progress: Progress | None = None, keep_boxes: bool = False) -> ChunkOutput:
     """Redact one chunk of the video in ``data`` (the file's bytes, or a seekable file object
     such as :class:`infra.keyring.RawReader`) and return it encoded (MP4 bytes)."""
+    guard = _chunk_guard(policy, info, detector)
+    while True:
+        output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
+                               keep_boxes, guard)
+        if guard is None:
+            return output
+        if guard.passes(output.data, plan.index):
+            output.tracks += guard.records()
+            output.params["guard"] = guard.to_json()
+            return output
+
+
+def _chunk_guard(policy: Policy, info: VideoInfo, detector: Detector) -> ChunkGuard | None:
+    every = guard_every(policy, info)
+    if not every:
+        return None
+    width, height = info.display_size
+    factor = detection_factor(height, width, policy.video_detect_long_side)
+
+    def detect(frame: NDArray[np.uint8]) -> list[Detection]:
+        if factor == 1.0:
+            return detector.detect_batch([frame], classes={"face"})[0]
+        small = _scaled([frame], factor)
+        return _scaled_back(detector.detect_batch(small, classes={"face"})[0], factor)
+
+    return ChunkGuard(detector, policy, detect, every)
+
+
+def guard_every(policy: Policy, info: VideoInfo) -> int:
+    """Every how many frames the guard checks one (0: it does not run on this policy)."""
+    params = policy.guard
+    if not params.enabled or "face" not in policy.classes:
+        return 0
+    rate = float(Fraction(info.average_rate)) if info.average_rate else 25.0
+    return max(1, round(params.video_every_s * rate))
+
+
+def _redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Policy,
+                  detector: Detector, video: VideoSettings, threads: int,
+                  progress: Progress | None, keep_boxes: bool,
+                  guard: ChunkGuard | None) -> ChunkOutput:
     width, height = info.display_size
     settings = encoder_settings(info, policy, video, threads)
     handover = None
@@ -105,19 +160,19 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
         start = max(0, plan.first_frame + plan.frame_count - WARMUP_FRAMES)
         handover = _Handover(Tracker(width, height), start, start + HANDOVER_SWITCH)
     stage = _Stage(Tracker(width, height), ChunkEncoder(settings), policy, keep_boxes,
-                   handover)
+                   handover, guard)
     try:
         batch: list[DecodedFrame] = []
         for decoded in decode_chunk(data, info, plan, warmup=WARMUP_FRAMES, lookahead=FILL_GAP):
             batch.append(decoded)
             if len(batch) < BATCH:
                 continue
-            stage.feed(batch, detect_scaled([f.image for f in batch], policy, detector))
+            stage.feed(batch, _detect(batch, policy, detector, guard))
             batch = []
             if progress:
                 progress(stage.frames, plan.frame_count)
         if batch:
-            stage.feed(batch, detect_scaled([f.image for f in batch], policy, detector))
+            stage.feed(batch, _detect(batch, policy, detector, guard))
         encoded = stage.finish()
     except BaseException:
         stage.encoder.abort()
@@ -133,9 +188,24 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
                 "detect_long_side": policy.video_detect_long_side,
                 "redaction": policy.redaction.model_dump(mode="json"),
                 "tracking": {**tracker.params, "fill_gap": FILL_GAP, "fill_iou": FILL_IOU},
+                "guard": {"action": "skipped"},  # redact_chunk records the guard's
                 "encoder": settings.to_json(), "chunk": plan.to_json()},
         boxes=stage.boxes,
     )
+
+
+def _detect(batch: list[DecodedFrame], policy: Policy, detector: Detector,
+            guard: ChunkGuard | None) -> list[list[Detection]]:
+    """Detections for a batch: computed (and kept for a guard's re-run), or kept from the first
+    run when the guard runs the chunk again."""
+    indices = [f.index for f in batch]
+    known = guard.known(indices) if guard else None
+    if known is not None:
+        return known
+    found = detect_scaled([f.image for f in batch], policy, detector)
+    if guard:
+        guard.remember(indices, found)
+    return found
 
 
 @dataclass
@@ -177,9 +247,10 @@ class _Stage:
     """
 
     def __init__(self, tracker: Tracker, encoder: ChunkEncoder, policy: Policy,
-                 keep_boxes: bool, handover: _Handover | None = None) -> None:
+                 keep_boxes: bool, handover: _Handover | None = None,
+                 guard: ChunkGuard | None = None) -> None:
         self.tracker, self.encoder, self.policy = tracker, encoder, policy
-        self.handover = handover
+        self.handover, self.guard = handover, guard
         self.window: deque[_Pending] = deque()
         self.frames = self.detections = self.filled = 0
         self.keep_boxes = keep_boxes
@@ -225,8 +296,14 @@ class _Stage:
         frame, cover = pending.frame, pending.cover
         if not frame.in_range:
             return
-        self.encoder.write(redact_frame(frame.image, cover, self.policy), frame.pts,
-                           frame.duration)
+        key = False
+        if self.guard is None:
+            image = redact_frame(frame.image, cover, self.policy)
+        else:  # with the faces and fills an earlier run's check asked for
+            cover = self.guard.cover(frame.index, cover)
+            image, cover, key = self.guard.finish_frame(
+                redact_frame(frame.image, cover, self.policy), cover, frame.index, frame.pts)
+        self.encoder.write(image, frame.pts, frame.duration, key)
         self.frames += 1
         if self.keep_boxes:
             self.boxes.append([d.box for d in cover])

@@ -24,6 +24,7 @@ from typing import Any, cast
 import av
 import cv2
 import numpy as np
+from av.video.frame import PictureType
 from numpy.typing import NDArray
 
 from infra.settings import VideoSettings
@@ -48,11 +49,11 @@ class EncoderSettings:
     def options(self) -> dict[str, str]:
         if self.codec == "h264_nvenc":
             return {"preset": "p4", "rc": "vbr", "cq": str(self.crf), "bf": "0",
-                    "g": str(self.keyint)}
+                    "g": str(self.keyint), "forced-idr": "1"}
         params = f"bframes=0:keyint={self.keyint}:min-keyint={max(1, self.keyint // 10)}" \
                  ":log-level=error"
         return {"crf": str(self.crf), "preset": self.preset, "x264-params": params,
-                "threads": str(self.threads)}
+                "threads": str(self.threads), "forced-idr": "1"}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,13 +113,18 @@ class ChunkEncoder:
         self._stream = stream
         self.frames = 0
 
-    def write(self, image: NDArray[np.uint8], pts: int, duration: int) -> None:
+    def write(self, image: NDArray[np.uint8], pts: int, duration: int,
+              key: bool = False) -> None:
+        """Encode one frame; ``key`` makes it a keyframe (IDR), which a decoder can read alone:
+        the guard decodes only those of the frames it samples (``frame_guard``)."""
         # OpenCV's BGR -> I420 (BT.601, limited range, like swscale's default) takes about a
         # tenth of the time swscale needs for the same conversion inside the encoder.
         yuv = np.asarray(cv2.cvtColor(pad_even(image), cv2.COLOR_BGR2YUV_I420), np.uint8)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts, frame.duration = pts, duration
         frame.time_base = self._stream.codec_context.time_base
+        if key:
+            frame.pict_type = PictureType.I
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1

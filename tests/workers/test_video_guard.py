@@ -1,0 +1,159 @@
+"""The guard on video: sampled frames of the chunk as published (encoded, decoded again) are
+checked; a face found in one makes the chunk run again with every frame checked and each finding
+re-redacted, until it is clean or the policy's rounds run out (or it fails at once).
+
+The first detection pass is replaced (``detect_scaled``) to produce the two faults the guard
+exists for, on a generated video of a real face: a redaction that covers only the chin (weak)
+and a face the detector did not report (miss). The guard itself runs the real detector.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import av
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+import workers.video.chunk as chunk
+from infra.settings import get_settings
+from infra.video_probe import probe_video
+from schemas.chunks import plan_chunks
+from schemas.policy import GuardParams, Policy
+from tests.videos import (
+    VideoSpec,
+    decode_video,
+    face_box,
+    face_core,
+    face_destroyed,
+    make_video,
+    read_index,
+)
+from workers.detectors.base import Detection, Detector
+from workers.guard import GuardFailure, check
+from workers.video.chunk import ChunkOutput, redact_chunk
+from workers.video.frame_guard import ChunkGuard
+
+SPEC = VideoSpec(frames=20, fps=10, seed=41)  # one 20-frame chunk
+
+
+def _policy(**guard: object) -> Policy:
+    return Policy(name="video-guard", raw_retention_s=60, classes=["face"], chunk_seconds=10,
+                  guard=GuardParams(**guard))  # type: ignore[arg-type]
+
+
+def _chin_only(images: Sequence[NDArray[np.uint8]], policy: Policy,
+               detector: Detector) -> list[list[Detection]]:
+    """A first pass that boxes only the lower 30 % of each face: its blur leaves the eyes."""
+    out = []
+    for image in images:
+        x1, y1, x2, y2 = face_box(read_index(image), SPEC.width, SPEC.height)
+        out.append([Detection("face", 0.9, (float(x1), y2 - (y2 - y1) * 0.3, float(x2),
+                                            float(y2)))])
+    return out
+
+
+def _nothing(images: Sequence[NDArray[np.uint8]], policy: Policy,
+             detector: Detector) -> list[list[Detection]]:
+    return [[] for _ in images]
+
+
+def _redact(data: bytes, policy: Policy, detector: Detector) -> ChunkOutput:
+    info, packets = probe_video(data, get_settings().limits.max_image_pixels)
+    (plan,) = plan_chunks(packets, info.tb, policy.chunk_seconds)
+    return redact_chunk(data, info, plan, policy, detector, get_settings().video,
+                        keep_boxes=True)
+
+
+def _faces_destroyed(source: bytes, output: ChunkOutput) -> list[bool]:
+    before = decode_video(source, keep_frames=True)
+    after = decode_video(output.data, keep_frames=True)
+    assert after.indices == before.indices == list(range(SPEC.frames))
+    return [face_destroyed(a, b, face_core(i, SPEC.width, SPEC.height))
+            for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True))]
+
+
+@pytest.fixture(scope="module")
+def video() -> bytes:
+    return make_video(SPEC)
+
+
+def test_sampled_frames_are_checked_and_a_good_chunk_passes(video: bytes,
+                                                            detector: Detector) -> None:
+    # given the real first pass and one check every 0.5 s (every 5th frame at 10 fps)
+    output = _redact(video, _policy(video_every_s=0.5), detector)
+    # then frames 0, 5, 10 and 15 of the encoded chunk were checked, clean, in one run
+    guard = output.params["guard"]
+    assert guard["every_frames"] == 5 and guard["checks"] == 4 and guard["runs"] == 1
+    assert guard["action"] == "passed" and guard["escalated"] is None
+    assert guard["filled_frames"] == guard["added_faces"] == 0 and guard["seconds"] > 0
+    assert all(_faces_destroyed(video, output))
+    # the checked frames are keyframes, so the check decodes them alone
+    assert {0, 5, 10, 15} <= _keyframes(output.data)
+
+
+def test_a_frame_due_a_check_that_is_not_in_the_encoded_chunk_fails_it(
+        video: bytes, detector: Detector) -> None:
+    output = _redact(video, _policy(video_every_s=0.5), detector)
+    guard = ChunkGuard(detector, _policy(video_every_s=0.5), lambda frame: [], every=5)
+    guard.redacted = {0: (0, []), 10**9: (7, [])}  # the second timestamp is in no frame
+    with pytest.raises(GuardFailure, match="1 of the 2 frames to check were not found"):
+        guard.passes(output.data, chunk=0)
+
+
+def _keyframes(data: bytes) -> set[int]:
+    """Indices of the keyframes of an encoded chunk of SPEC."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        return {round(packet.pts * stream.time_base * SPEC.fps)
+                for packet in container.demux(stream)
+                if packet.is_keyframe and packet.pts is not None}
+
+
+def test_a_weak_redaction_in_a_sampled_frame_makes_every_frame_checked_and_filled(
+        video: bytes, detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a first pass that blurs only the chin: the check of frame 0 re-finds the face
+    monkeypatch.setattr(chunk, "detect_scaled", _chin_only)
+    output = _redact(video, _policy(video_every_s=0.5), detector)
+    guard = output.params["guard"]
+    # then the chunk ran again with every frame checked, and the weak regions were filled
+    assert guard["escalated"]["frame"] == 0 and guard["escalated"]["kind"] == "weak"
+    assert guard["runs"] >= 2 and guard["checks"] >= 4 + SPEC.frames
+    assert guard["action"] == "reredacted" and guard["filled_frames"] == SPEC.frames
+    assert guard["weak"] >= SPEC.frames and guard["added_faces"] == 0
+    # and no frame of the output shows the face, nor does the detector find one in it
+    assert all(_faces_destroyed(video, output))
+    for frame in decode_video(output.data, keep_frames=True).frames:
+        assert check(frame, [], detector, 0.5) == []
+
+
+def test_a_missed_face_is_redacted_in_every_frame_and_recorded(
+        video: bytes, detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a first pass that reports nothing
+    monkeypatch.setattr(chunk, "detect_scaled", _nothing)
+    output = _redact(video, _policy(video_every_s=1.0), detector)
+    guard = output.params["guard"]
+    assert guard["escalated"]["kind"] == "miss" and guard["added_faces"] == SPEC.frames
+    assert all(_faces_destroyed(video, output))
+    # and what the guard redacted is in the chunk's record: a face in every frame
+    assert sorted(t.first_frame for t in output.tracks if t.cls == "face") == \
+        list(range(SPEC.frames))
+    assert all(boxes for boxes in output.boxes)
+
+
+def test_a_fail_policy_fails_the_chunk(video: bytes, detector: Detector,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunk, "detect_scaled", _chin_only)
+    with pytest.raises(GuardFailure, match="face is still visible in chunk 0 .* frame 0; "
+                                           "policy video-guard on_failure=fail"):
+        _redact(video, _policy(video_every_s=0.5, on_failure="fail"), detector)
+
+
+def test_an_off_guard_checks_nothing(video: bytes, detector: Detector,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunk, "detect_scaled", _chin_only)
+    output = _redact(video, _policy(enabled=False), detector)
+    assert output.params["guard"] == {"action": "skipped"}
+    assert not all(_faces_destroyed(video, output))  # the weak first pass went out as it was

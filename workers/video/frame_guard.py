@@ -1,0 +1,171 @@
+"""The guard on a video chunk: the chunk as published (the encoded H.264, decoded again) holds
+no face the detector finds at the guard's threshold, in the frames it checks.
+
+Why the encoded frames: x264 moves detector scores of blurred regions by up to 0.3-0.4 either
+way (bench/README.md, run 8: a blurred passer-by at 0.38 before encoding scored 0.51 after), so
+a check of the frames in memory would pass outputs that a check of the file would not.
+
+How, per chunk (``workers.video.chunk.redact_chunk`` drives it):
+
+1. The chunk is redacted and encoded as usual, except that every frame whose index is a
+   multiple of ``every`` (one in ``policy.guard.video_every_s`` seconds of video; 1 with
+   ``video_every_s = 0``) is encoded as a keyframe. Then those frames of the output are decoded
+   (keyframes decode alone: the decoder skips the others) and checked at the detection size.
+2. A finding (``weak``: on or near a redacted region; ``miss``: elsewhere) may be visible in
+   frames that were not checked, so the chunk is redacted again with every frame checked, with
+   each finding re-redacted in its frame: a weak region filled solid over the union of the face
+   and the region, a missed face redacted like any face and recorded as a detection. The first
+   pass's detections are reused, not computed again.
+3. That repeats while findings remain, up to ``policy.guard.max_rounds`` re-runs; then, or at
+   the first finding under ``on_failure = "fail"``, the chunk fails with
+   :class:`workers.guard.GuardFailure` (permanent: the source fails and nothing is published).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+
+from schemas.policy import Policy
+from workers.detectors.base import Detection, Detector
+from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region
+from workers.video.track import TrackRecord
+
+
+@dataclass
+class ChunkGuard:
+    detector: Detector
+    policy: Policy
+    detect: Detect  # a frame to its faces, at the detection size
+    every: int  # frames whose index is a multiple of this are checked
+    sampled_every: int = 0  # ``every`` of the first run, for the record
+    runs: int = 0  # times the chunk was redacted and encoded
+    checks: int = 0  # frames checked, over all runs
+    escalated: dict[str, Any] | None = None  # the finding that made every frame checked
+    found: list[tuple[int, Finding]] = field(default_factory=list)  # over all runs
+    missed: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
+    fills: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
+    detections: dict[int, list[Detection]] = field(default_factory=dict)  # first run's, by frame
+    # this run's frames to check, by timestamp: their index and the regions redacted in them
+    redacted: dict[int, tuple[int, list[Detection]]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.sampled_every = self.sampled_every or self.every
+
+    # -- during a run ------------------------------------------------------------------------
+
+    def known(self, indices: Sequence[int]) -> list[list[Detection]] | None:
+        """The first run's detections for these frames, on a later run."""
+        if self.runs == 0:
+            return None
+        return [self.detections[index] for index in indices]
+
+    def remember(self, indices: Sequence[int], found: Sequence[list[Detection]]) -> None:
+        if self.runs == 0:
+            self.detections.update(zip(indices, found, strict=True))
+
+    def cover(self, index: int, cover: list[Detection]) -> list[Detection]:
+        """The boxes to redact in frame ``index``: the tracker's and the faces the guard found
+        missing there on an earlier run."""
+        missed = self.missed.get(index)
+        return cover + missed if missed else cover
+
+    def finish_frame(self, image: NDArray[np.uint8], cover: list[Detection], index: int,
+                     pts: int) -> tuple[NDArray[np.uint8], list[Detection], bool]:
+        """The redacted frame with this frame's fills, every region redacted in it, and whether
+        the encoder makes it a keyframe (a sampled frame: decoded alone for the check)."""
+        regions = cover + self.fills[index] if index in self.fills else cover
+        checked = index % self.every == 0
+        if checked:
+            self.redacted[pts] = (index, regions)
+        return fill(image, self.fills.get(index, [])), regions, checked and self.every > 1
+
+    # -- after a run -------------------------------------------------------------------------
+
+    def passes(self, encoded: bytes, chunk: int) -> bool:
+        """Check the encoded chunk; True when it may be published. After findings, prepares the
+        next run (False) or raises :class:`GuardFailure`."""
+        started = time.perf_counter()
+        self.runs += 1
+        regions, self.redacted = self.redacted, {}
+        findings, size = self._check(encoded, regions, chunk)
+        self.seconds += time.perf_counter() - started
+        if not findings:
+            return True
+        self.found += findings
+        params = self.policy.guard
+        if params.on_failure == "fail" or self.runs > params.max_rounds:
+            index, worst = max(findings, key=lambda item: item[1].score)
+            raise GuardFailure(
+                f"guard: a face is still visible in chunk {chunk} after redaction "
+                f"({len(findings)} in the frames checked, best score {worst.score:.2f}, "
+                f"{worst.kind}, frame {index}; policy {self.policy.name} "
+                f"on_failure={params.on_failure}, {self.runs - 1} re-runs); "
+                "the output was not published")
+        redacted = dict(regions.values())
+        if self.every > 1:
+            index, first = findings[0]
+            self.escalated = {"frame": index, "run": self.runs, "found": len(findings),
+                              "kind": first.kind, "score": first.score}
+            self.every = 1
+        for index, finding in findings:
+            if finding.kind == "miss":
+                self.missed[index].append(Detection("face", finding.score, finding.box))
+            else:
+                self.fills[index].append(fill_region(finding, redacted[index],
+                                                     self.policy.redaction, *size))
+        return False
+
+    def _check(self, encoded: bytes, regions: dict[int, tuple[int, list[Detection]]],
+               chunk: int) -> tuple[list[tuple[int, Finding]], tuple[int, int]]:
+        """Findings in the frames to check of the encoded chunk, and its frame size. Sampled
+        frames are keyframes: the decoder skips every other frame (no decoding cost)."""
+        findings: list[tuple[int, Finding]] = []
+        threshold = self.policy.guard.threshold
+        size, seen = (0, 0), 0
+        with av.open(io.BytesIO(encoded), mode="r") as container:
+            stream = container.streams.video[0]
+            if self.every > 1:
+                stream.codec_context.skip_frame = "NONKEY"
+            for frame in container.decode(stream):
+                entry = regions.get(frame.pts) if frame.pts is not None else None
+                if entry is None:
+                    continue
+                index, redacted = entry
+                image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+                size = (image.shape[1], image.shape[0])
+                seen += 1
+                findings += [(index, f) for f in check(image, redacted, self.detector,
+                                                        threshold, self.policy.redaction,
+                                                        self.detect)]
+        self.checks += seen
+        if seen != len(regions):  # fail closed: a frame due a check was not found
+            raise GuardFailure(f"guard: {len(regions) - seen} of the {len(regions)} frames to "
+                               f"check were not found in the encoded chunk {chunk}")
+        return findings, size
+
+    # -- the record --------------------------------------------------------------------------
+
+    def records(self) -> list[TrackRecord]:
+        """The missed faces the guard redacted, one frame each, for the ledger."""
+        return [TrackRecord(d.cls, index, index, round(d.score, 4),
+                            tuple(round(v, 1) for v in d.box), 1)  # type: ignore[arg-type]
+                for index, faces in sorted(self.missed.items()) for d in faces]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": "reredacted" if self.runs > 1 else "passed",
+                "threshold": self.policy.guard.threshold, "every_frames": self.sampled_every,
+                "runs": self.runs, "checks": self.checks, "escalated": self.escalated,
+                "weak": sum(f.kind == "weak" for _, f in self.found),
+                "miss": sum(f.kind == "miss" for _, f in self.found),
+                "filled_frames": len(self.fills), "added_faces": len(self.records()),
+                "seconds": round(self.seconds, 4)}
