@@ -87,8 +87,9 @@ class GuardParams(BaseModel):
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     on_failure: Literal["reredact", "fail"] = "reredact"
     max_rounds: int = Field(default=2, ge=1, le=5)
-    # Video: one redacted frame in this many seconds is checked (0: every frame). A finding
-    # makes the chunk run again with every frame checked (workers.video.chunk).
+    # Video: one frame in this many seconds of the encoded chunk is checked (0: every frame). A
+    # finding makes the chunk run again with the frames around it checked as well
+    # (workers.video.frame_guard).
     video_every_s: float = Field(default=2.0, ge=0.0, le=3600.0)
 
 

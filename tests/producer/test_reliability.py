@@ -62,6 +62,7 @@ def test_running_the_same_job_twice_leaves_one_set_of_rows(
     assert process_image_job(result.job_id, clean_ledger, detector, "test") == "succeeded"
     # a re-delivery after a lost ack: the job is claimed again and runs to the end again
     with psycopg.connect(clean_ledger.db.url) as conn:
+        first_run = conn.execute("SELECT count(*) FROM detections").fetchone()[0]  # type: ignore[index]
         conn.execute("UPDATE jobs SET state = 'running' WHERE id = %s", (result.job_id,))
     assert process_image_job(result.job_id, clean_ledger, detector, "test") == "succeeded"
     # and a duplicate of a finished job is skipped
@@ -72,7 +73,8 @@ def test_running_the_same_job_twice_leaves_one_set_of_rows(
         deletions = conn.execute("SELECT count(*) FROM deletion_tasks").fetchone()[0]  # type: ignore[index]
         attempts = conn.execute("SELECT attempts FROM jobs").fetchone()[0]  # type: ignore[index]
     assert len(artifacts) == 1
-    assert 1 <= detections <= 3  # one face, recorded once (not once per run)
+    # the face (and any faint box; the image is random) recorded once, not once per run
+    assert detections == first_run >= 1
     assert deletions == 2  # raw and redacted deadlines, each once
     assert attempts == 2
     # same deterministic key, same bytes

@@ -129,6 +129,34 @@ def test_a_weak_redaction_in_a_sampled_frame_makes_every_frame_checked_and_fille
         assert check(frame, [], detector, 0.5) == []
 
 
+def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
+        detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given 40 frames, checked once a second (every 10th), redacted well up to frame 24 and only
+    # on the chin from frame 25 on
+    spec = VideoSpec(frames=40, fps=10, seed=42)
+    video = make_video(spec)
+    real = chunk.detect_scaled
+
+    def weak_from_25(images: Sequence[NDArray[np.uint8]], policy: Policy,
+                     detector: Detector) -> list[list[Detection]]:
+        good, weak = real(images, policy, detector), _chin_only(images, policy, detector)
+        return [w if read_index(image) >= 25 else g
+                for image, g, w in zip(images, good, weak, strict=True)]
+
+    monkeypatch.setattr(chunk, "detect_scaled", weak_from_25)
+    output = _redact(video, _policy(video_every_s=1.0), detector)
+    guard = output.params["guard"]
+    # then frame 30 was the first finding, and later runs checked the frames around the
+    # findings (21-39 and what they reached), not all 40 frames each time
+    assert guard["escalated"]["frame"] == 30 and guard["runs"] >= 2
+    assert guard["checks"] < 4 + (guard["runs"] - 1) * spec.frames
+    assert 10 <= guard["filled_frames"] <= 15
+    before = decode_video(video, keep_frames=True)
+    after = decode_video(output.data, keep_frames=True)
+    assert all(face_destroyed(a, b, face_core(i, spec.width, spec.height))
+               for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)))
+
+
 def test_a_missed_face_is_redacted_in_every_frame_and_recorded(
         video: bytes, detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
     # given a first pass that reports nothing

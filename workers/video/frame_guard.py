@@ -12,10 +12,13 @@ How, per chunk (``workers.video.chunk.redact_chunk`` drives it):
    ``video_every_s = 0``) is encoded as a keyframe. Then those frames of the output are decoded
    (keyframes decode alone: the decoder skips the others) and checked at the detection size.
 2. A finding (``weak``: on or near a redacted region; ``miss``: elsewhere) may be visible in
-   frames that were not checked, so the chunk is redacted again with every frame checked, with
-   each finding re-redacted in its frame: a weak region filled solid over the union of the face
-   and the region, a missed face redacted like any face and recorded as a detection. The first
-   pass's detections are reused, not computed again.
+   the frames around it that were not checked, up to the checked frames before and after it. So
+   the chunk is redacted again with each finding re-redacted in its frame (a weak region filled
+   solid over the union of the face and the region, a missed face redacted like any face and
+   recorded as a detection) and with *every* frame of that window checked as well as the
+   sampled ones; a finding in a window widens it the same way. The first pass's detections are
+   reused, not computed again. (A face the first pass redacted too weakly along a whole track
+   shows at every sampled frame of the track, so its windows join over the track.)
 3. That repeats while findings remain, up to ``policy.guard.max_rounds`` re-runs; then, or at
    the first finding under ``on_failure = "fail"``, the chunk fails with
    :class:`workers.guard.GuardFailure` (permanent: the source fails and nothing is published).
@@ -46,10 +49,10 @@ class ChunkGuard:
     policy: Policy
     detect: Detect  # a frame to its faces, at the detection size
     every: int  # frames whose index is a multiple of this are checked
-    sampled_every: int = 0  # ``every`` of the first run, for the record
     runs: int = 0  # times the chunk was redacted and encoded
     checks: int = 0  # frames checked, over all runs
-    escalated: dict[str, Any] | None = None  # the finding that made every frame checked
+    escalated: dict[str, Any] | None = None  # the first finding, which opened a window
+    window: set[int] = field(default_factory=set)  # frames checked on later runs as well
     found: list[tuple[int, Finding]] = field(default_factory=list)  # over all runs
     missed: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
     fills: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
@@ -57,9 +60,6 @@ class ChunkGuard:
     # this run's frames to check, by timestamp: their index and the regions redacted in them
     redacted: dict[int, tuple[int, list[Detection]]] = field(default_factory=dict)
     seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.sampled_every = self.sampled_every or self.every
 
     # -- during a run ------------------------------------------------------------------------
 
@@ -84,10 +84,10 @@ class ChunkGuard:
         """The redacted frame with this frame's fills, every region redacted in it, and whether
         the encoder makes it a keyframe (a sampled frame: decoded alone for the check)."""
         regions = cover + self.fills[index] if index in self.fills else cover
-        checked = index % self.every == 0
-        if checked:
+        sampled = index % self.every == 0
+        if sampled or index in self.window:
             self.redacted[pts] = (index, regions)
-        return fill(image, self.fills.get(index, [])), regions, checked and self.every > 1
+        return fill(image, self.fills.get(index, [])), regions, sampled and self.every > 1
 
     # -- after a run -------------------------------------------------------------------------
 
@@ -112,12 +112,12 @@ class ChunkGuard:
                 f"on_failure={params.on_failure}, {self.runs - 1} re-runs); "
                 "the output was not published")
         redacted = dict(regions.values())
-        if self.every > 1:
+        if self.escalated is None:
             index, first = findings[0]
             self.escalated = {"frame": index, "run": self.runs, "found": len(findings),
                               "kind": first.kind, "score": first.score}
-            self.every = 1
         for index, finding in findings:
+            self.window.update(range(index - self.every + 1, index + self.every))
             if finding.kind == "miss":
                 self.missed[index].append(Detection("face", finding.score, finding.box))
             else:
@@ -128,13 +128,13 @@ class ChunkGuard:
     def _check(self, encoded: bytes, regions: dict[int, tuple[int, list[Detection]]],
                chunk: int) -> tuple[list[tuple[int, Finding]], tuple[int, int]]:
         """Findings in the frames to check of the encoded chunk, and its frame size. Sampled
-        frames are keyframes: the decoder skips every other frame (no decoding cost)."""
+        frames are keyframes: without a window the decoder skips every other frame."""
         findings: list[tuple[int, Finding]] = []
         threshold = self.policy.guard.threshold
         size, seen = (0, 0), 0
         with av.open(io.BytesIO(encoded), mode="r") as container:
             stream = container.streams.video[0]
-            if self.every > 1:
+            if self.every > 1 and not self.window:
                 stream.codec_context.skip_frame = "NONKEY"
             for frame in container.decode(stream):
                 entry = regions.get(frame.pts) if frame.pts is not None else None
@@ -163,7 +163,7 @@ class ChunkGuard:
 
     def to_json(self) -> dict[str, Any]:
         return {"action": "reredacted" if self.runs > 1 else "passed",
-                "threshold": self.policy.guard.threshold, "every_frames": self.sampled_every,
+                "threshold": self.policy.guard.threshold, "every_frames": self.every,
                 "runs": self.runs, "checks": self.checks, "escalated": self.escalated,
                 "weak": sum(f.kind == "weak" for _, f in self.found),
                 "miss": sum(f.kind == "miss" for _, f in self.found),
