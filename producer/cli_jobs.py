@@ -187,9 +187,12 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
     seconds = time.monotonic() - started
     errors = [r for r in results if r.error]
     emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,
-                              "faces": r.faces, "error": r.error} for r in results],
+                              "faces": r.faces, "guard": r.guard, "error": r.error}
+                             for r in results],
                    "seconds": round(seconds, 3)}, lambda: [
-        *(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}" for r in results),
+        *(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}"
+          f"{' (the guard re-redacted it)' if r.guard == 'reredacted' else ''}"
+          for r in results),
         f"{len(results)} files, {sum(r.faces for r in results)} faces, "
         f"{len(errors)} failed, {seconds:.1f} s"])
     if errors:

@@ -31,6 +31,7 @@ class LocalResult:
     output: Path | None
     faces: int
     error: str | None
+    guard: str | None = None  # "passed", "reredacted" (it changed the output) or "skipped"
 
 
 def collect_inputs(paths: Sequence[Path]) -> list[Path]:
@@ -84,7 +85,10 @@ def _redact_video(path: Path, output: Path, policy: Policy, processes: int,
     finally:
         if progress:
             progress(1)
-    return LocalResult(path, output, result.faces, None)
+    actions = {g["action"] for g in result.guard}
+    guard = "reredacted" if "reredacted" in actions else "passed" if "passed" in actions \
+        else "skipped"
+    return LocalResult(path, output, result.faces, None, guard)
 
 
 def _redact_images(jobs: list[tuple[Path, Path]], policy: Policy, processes: int | None,
@@ -183,4 +187,5 @@ def _redact_one(path: Path, output: Path) -> LocalResult:
     partial = output.with_name(f".{output.name}.partial")
     partial.write_bytes(result.data)
     partial.replace(output)
-    return LocalResult(path, output, len(result.detections), None)
+    return LocalResult(path, output, len(result.detections), None,
+                       result.guard.action if result.guard else "skipped")

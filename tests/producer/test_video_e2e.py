@@ -268,6 +268,7 @@ def test_veil_redact_handles_videos_in_process(policies_env: dict[str, str],
     run = veil("redact", str(path), "-o", str(tmp_path / "out"), "--policy", "video-test",
                "--json", env=policies_env)
     assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["files"][0]["guard"] == "passed"  # frame 0 checked, clean
     output = (tmp_path / "out" / "clip.mp4").read_bytes()
     before, after = decode_video(path.read_bytes(), True), decode_video(output, True)
     assert after.indices == list(range(spec.frames)) and after.times == before.times
