@@ -58,22 +58,22 @@ def scan(output: Path, detector: Detector, threshold: float) -> dict[str, Any]:
     """The detector over every frame of the published file, at the detection size."""
     policy = face_policy()
     best, over = 0.0, 0
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal best, over
+        for faces in detect_scaled(batch, policy, detector) if batch else []:
+            scores = [d.score for d in faces if d.cls == "face"]
+            best = max([best, *scores])
+            over += any(s >= threshold for s in scores)
+        batch.clear()
+
     with av.open(str(output)) as container:
-        frames = (np.asarray(f.to_ndarray(format="bgr24"), np.uint8)
-                  for f in container.decode(video=0))
-        batch: list[np.ndarray] = []
-        for frame in [*frames, None]:
-            if frame is not None:
-                batch.append(frame)
-                if len(batch) < 8:
-                    continue
-            if not batch:
-                break
-            for faces in detect_scaled(batch, policy, detector):
-                scores = [d.score for d in faces if d.cls == "face"]
-                best = max([best, *scores])
-                over += any(s >= threshold for s in scores)
-            batch = []
+        for frame in container.decode(video=0):  # 8 at a time, never the whole file
+            batch.append(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8))
+            if len(batch) == 8:
+                flush()
+    flush()
     return {"published_best_face_score": round(best, 4), "published_frames_over": over}
 
 

@@ -14,11 +14,10 @@ missed face is redacted like any face and added to the detections; then the outp
 again, up to ``max_rounds`` re-redactions. With ``"fail"``, or when the rounds run out, the job
 fails with :class:`GuardFailure` (permanent: the original stays in `raw` for a person to see).
 
-:func:`check` is the plain test; :func:`enforce` is the policy, used by the image pipeline on
-every output and by video chunks on sampled frames (``workers.video.chunk``). Both report what
-they did; the report goes into the artifact's parameters in the ledger, with the time it cost.
-Both take an optional ``detect`` (a frame to its faces): video frames are checked at the size
-they are detected at, images at full size.
+:func:`check` is the plain test, used on video frames (``workers.video.frame_guard``, which
+passes ``detect``: frames are checked at the size they are detected at); :func:`enforce` is the
+policy, used by the image pipeline on every output. The report goes into the artifact's
+parameters in the ledger, with the time it cost.
 """
 
 from __future__ import annotations
@@ -98,8 +97,8 @@ def check(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
 
 
 def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
-            policy: Policy, render: Callable[[Frame], Frame] | None = None,
-            detect: Detect | None = None) -> tuple[Frame, list[Detection], GuardReport]:
+            policy: Policy, render: Callable[[Frame], Frame] | None = None
+            ) -> tuple[Frame, list[Detection], GuardReport]:
     """Check ``frame_out`` and act per ``policy.guard``.
 
     ``render`` turns a frame into what a viewer of the output will see (for JPEG: encode and
@@ -118,8 +117,7 @@ def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detecto
     report = GuardReport("passed", threshold=params.threshold)
     redacted = list(detections)
     added: list[Detection] = []
-    findings = check(view(frame_out), redacted, detector, params.threshold, policy.redaction,
-                     detect)
+    findings = check(view(frame_out), redacted, detector, params.threshold, policy.redaction)
     report.checks, report.found = 1, findings
     while findings:
         if params.on_failure == "fail" or report.checks > params.max_rounds:
@@ -137,7 +135,7 @@ def enforce(frame_out: Frame, detections: Sequence[Detection], detector: Detecto
         redacted += missed
         report.action = "reredacted"
         findings = check(view(frame_out), redacted, detector, params.threshold,
-                         policy.redaction, detect)
+                         policy.redaction)
         report.checks += 1
     report.seconds = time.perf_counter() - started
     return frame_out, added, report

@@ -66,26 +66,26 @@ def detect_scaled(images: Sequence[NDArray[np.uint8]], policy: Policy,
     """:func:`detect_frames` on frames whose long side is at most the policy's detection size."""
     height, width = images[0].shape[:2]
     factor = detection_factor(height, width, policy.video_detect_long_side)
+    return _at_scale(images, factor, lambda frames: detect_frames(frames, policy, detector))
+
+
+def _at_scale(images: Sequence[NDArray[np.uint8]], factor: float,
+              detect: Callable[[Sequence[NDArray[np.uint8]]], list[list[Detection]]]
+              ) -> list[list[Detection]]:
+    """``detect`` on the frames scaled by ``factor``, boxes mapped back to full size."""
     if factor == 1.0:
-        return detect_frames(images, policy, detector)
-    return [_scaled_back(dets, factor)
-            for dets in detect_frames(_scaled(images, factor), policy, detector)]
-
-
-def _scaled(images: Sequence[NDArray[np.uint8]], factor: float) -> list[NDArray[np.uint8]]:
+        return detect(images)
     height, width = images[0].shape[:2]
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     # Down to half size bilinear sampling still sees every pixel, and INTER_AREA costs 3.4 ms a
     # 960x540 frame against 0.4 ms (coverage held: bench/README.md, run 4). Further down
     # (1080p and up) bilinear would skip pixels and alias small faces away: area averaging.
     interpolation = cv2.INTER_LINEAR if factor >= 0.5 else cv2.INTER_AREA
-    return [np.asarray(cv2.resize(image, size, interpolation=interpolation), np.uint8)
-            for image in images]
-
-
-def _scaled_back(detections: Sequence[Detection], factor: float) -> list[Detection]:
-    return [replace(d, box=(d.box[0] / factor, d.box[1] / factor, d.box[2] / factor,
-                            d.box[3] / factor)) for d in detections]
+    small = [np.asarray(cv2.resize(image, size, interpolation=interpolation), np.uint8)
+             for image in images]
+    return [[replace(d, box=(d.box[0] / factor, d.box[1] / factor, d.box[2] / factor,
+                             d.box[3] / factor)) for d in dets]
+            for dets in detect(small)]
 
 
 def detection_factor(height: int, width: int, limit: int) -> float:
@@ -131,11 +131,9 @@ def _chunk_guard(policy: Policy, info: VideoInfo, detector: Detector) -> ChunkGu
     width, height = info.display_size
     factor = detection_factor(height, width, policy.video_detect_long_side)
 
-    def detect(frame: NDArray[np.uint8]) -> list[Detection]:
-        if factor == 1.0:
-            return detector.detect_batch([frame], classes={"face"})[0]
-        small = _scaled([frame], factor)
-        return _scaled_back(detector.detect_batch(small, classes={"face"})[0], factor)
+    def detect(frame: NDArray[np.uint8]) -> list[Detection]:  # faces only, at detection size
+        return _at_scale([frame], factor,
+                         lambda frames: detector.detect_batch(frames, classes={"face"}))[0]
 
     return ChunkGuard(detector, policy, detect, every)
 

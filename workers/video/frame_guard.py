@@ -83,11 +83,12 @@ class ChunkGuard:
                      pts: int) -> tuple[NDArray[np.uint8], list[Detection], bool]:
         """The redacted frame with this frame's fills, every region redacted in it, and whether
         the encoder makes it a keyframe (a sampled frame: decoded alone for the check)."""
-        regions = cover + self.fills[index] if index in self.fills else cover
+        fills = self.fills.get(index, [])
+        regions = cover + fills if fills else cover
         sampled = index % self.every == 0
         if sampled or index in self.window:
             self.redacted[pts] = (index, regions)
-        return fill(image, self.fills.get(index, [])), regions, sampled and self.every > 1
+        return fill(image, fills), regions, sampled and self.every > 1
 
     # -- after a run -------------------------------------------------------------------------
 
