@@ -88,8 +88,8 @@ class GuardParams(BaseModel):
     on_failure: Literal["reredact", "fail"] = "reredact"
     max_rounds: int = Field(default=2, ge=1, le=5)
     # Video: one frame in this many seconds of the encoded chunk is checked (0: every frame). A
-    # finding makes the chunk run again with the frames around it checked as well
-    # (workers.video.frame_guard).
+    # finding makes the chunk run again, a weak region filled along its track and the frames
+    # around the finding that the fill did not reach checked as well (workers.video.frame_guard).
     video_every_s: float = Field(default=2.0, ge=0.0, le=3600.0)
 
 

@@ -156,12 +156,22 @@ def fill_region(finding: Finding, redacted: Sequence[Detection], redaction: Reda
     """What a weak finding fills: its face box (grown like any face) joined with every redacted
     region it lies on."""
     box = enlarge_box(finding.box, redaction.for_class("face").box_scale, width, height)
+    for region in regions_under(finding.box, redacted, redaction, width, height):
+        box = (min(box[0], region[0]), min(box[1], region[1]),
+               max(box[2], region[2]), max(box[3], region[3]))
+    return Detection("face", finding.score, tuple(map(float, box)))  # type: ignore[arg-type]
+
+
+def regions_under(box: Box, redacted: Sequence[Detection], redaction: RedactionParams,
+                  width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The redacted regions (each detection's box as the redaction grew it) that ``box`` lies
+    on: the rule that makes a finding ``weak``."""
+    regions = []
     for d in redacted:
         region = enlarge_box(d.box, redaction.for_class(d.cls).box_scale, width, height)
-        if _inside_share(finding.box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
-            box = (min(box[0], region[0]), min(box[1], region[1]),
-                   max(box[2], region[2]), max(box[3], region[3]))
-    return Detection("face", finding.score, tuple(map(float, box)))  # type: ignore[arg-type]
+        if _inside_share(box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
+            regions.append(region)
+    return regions
 
 
 def fill(frame: Frame, regions: Sequence[Detection]) -> Frame:

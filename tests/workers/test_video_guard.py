@@ -1,6 +1,8 @@
 """The guard on video: sampled frames of the chunk as published (encoded, decoded again) are
-checked; a face found in one makes the chunk run again with every frame checked and each finding
-re-redacted, until it is clean or the policy's rounds run out (or it fails at once).
+checked; a face found in one makes the chunk run again with the finding re-redacted (a weak
+region filled along its chain of regions through the chunk) and the frames around it that the
+fill did not reach checked too, until it is clean or the policy's rounds run out (or it fails at
+once).
 
 The first detection pass is replaced (``detect_scaled``) to produce the two faults the guard
 exists for, on a generated video of a real face: a redaction that covers only the chin (weak)
@@ -32,7 +34,7 @@ from tests.videos import (
     read_index,
 )
 from workers.detectors.base import Detection, Detector
-from workers.guard import GuardFailure, check
+from workers.guard import Finding, GuardFailure, check
 from workers.video.chunk import ChunkOutput, redact_chunk
 from workers.video.frame_guard import ChunkGuard
 
@@ -112,17 +114,20 @@ def _keyframes(data: bytes) -> set[int]:
                 if packet.is_keyframe and packet.pts is not None}
 
 
-def test_a_weak_redaction_in_a_sampled_frame_makes_every_frame_checked_and_filled(
+def test_a_weak_redaction_in_a_sampled_frame_fills_its_region_through_the_chunk(
         video: bytes, detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a first pass that blurs only the chin: the check of frame 0 re-finds the face
+    # given a first pass that blurs only the chin of the moving face: the check of frame 0
+    # re-finds the face
     monkeypatch.setattr(chunk, "detect_scaled", _chin_only)
     output = _redact(video, _policy(video_every_s=0.5), detector)
     guard = output.params["guard"]
-    # then the chunk ran again with every frame checked, and the weak regions were filled
+    # (and those of frames 5, 10 and 15); then the region was filled along its chain, in all 20
+    # frames (unchecked ones too), and one re-run checked the sampled frames again: the chains
+    # left no frame of the windows unfilled
     assert guard["escalated"]["frame"] == 0 and guard["escalated"]["kind"] == "weak"
-    assert guard["runs"] >= 2 and guard["checks"] >= 4 + SPEC.frames
+    assert guard["runs"] == 2 and guard["checks"] == 4 + 4 and guard["weak"] == 4
     assert guard["action"] == "reredacted" and guard["filled_frames"] == SPEC.frames
-    assert guard["weak"] >= SPEC.frames and guard["added_faces"] == 0
+    assert guard["added_faces"] == 0
     # and no frame of the output shows the face, nor does the detector find one in it
     assert all(_faces_destroyed(video, output))
     for frame in decode_video(output.data, keep_frames=True).frames:
@@ -146,15 +151,48 @@ def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
     monkeypatch.setattr(chunk, "detect_scaled", weak_from_25)
     output = _redact(video, _policy(video_every_s=1.0), detector)
     guard = output.params["guard"]
-    # then frame 30 was the first finding, and later runs checked the frames around the
-    # findings (21-39 and what they reached), not all 40 frames each time
-    assert guard["escalated"]["frame"] == 30 and guard["runs"] >= 2
-    assert guard["checks"] < 4 + (guard["runs"] - 1) * spec.frames
-    assert 10 <= guard["filled_frames"] <= 15
+    # then frame 30 was the first finding; its region's chain (the chin boxes, frames 25-39)
+    # was filled, and the re-run checked the sampled frames and the frames of the window
+    # (21-39) that the chain did not fill (21-24), not all 40 frames
+    assert guard["escalated"]["frame"] == 30 and guard["runs"] == 2
+    assert guard["filled_frames"] == 15 and guard["checks"] == 4 + 4 + 4
     before = decode_video(video, keep_frames=True)
     after = decode_video(output.data, keep_frames=True)
     assert all(face_destroyed(a, b, face_core(i, spec.width, spec.height))
                for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)))
+
+
+def test_a_chain_follows_the_weak_region_and_stops_where_it_ends() -> None:
+    # given covers of 12 frames: a face region moving 4 px right a frame (frames 0-9, none in
+    # 10-11), a region that starts on it in frame 6 and grows away, and an unrelated region
+    policy = _policy()
+    guard = ChunkGuard(None, policy, lambda frame: [], every=4)  # type: ignore[arg-type]
+    for index in range(12):
+        cover = [Detection("face", 0.2, (500.0, 40.0, 540.0, 90.0))]
+        if index < 10:
+            cover.append(Detection("face", 0.9, (100.0 + 4 * index, 100.0,
+                                                 140.0 + 4 * index, 150.0)))
+        if index >= 6:
+            x = 100.0 + 4 * index + 30 * (index - 5)
+            cover.append(Detection("face", 0.3, (x, 100.0, x + 40, 150.0)))
+        guard.covers[index] = cover
+    # when the guard re-finds the face, a little larger than its box, in frame 4
+    finding = Finding("weak", 0.6, (112.0, 95.0, 160.0, 155.0))
+    chain = guard._chain(4, finding, guard.covers[4], (640, 360))
+    # then frames 0-9 are filled, each over the moving region and the face moved with it, and
+    # nothing else: not the unrelated region, not the one that drifted off, not past frame 9
+    assert sorted(chain) == list(range(10))
+    face_scale = policy.redaction.box_scale
+    for index, region in chain.items():
+        x1, y1, x2, y2 = region.box
+        shift = 4 * (index - 4)
+        assert x1 <= 112 + shift - 48 * (face_scale - 1) / 2 + 1 and x2 >= 160 + shift
+        assert y1 <= 95 and y2 >= 155
+        assert x2 - x1 < 90 and x2 <= 500  # not stretched over the other regions
+    # and a finding on no redacted region fills only itself
+    alone = guard._chain(4, Finding("weak", 0.6, (300.0, 200.0, 340.0, 250.0)),
+                         guard.covers[4], (640, 360))
+    assert list(alone) == [4]
 
 
 def test_a_missed_face_is_redacted_in_every_frame_and_recorded(

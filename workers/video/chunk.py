@@ -9,8 +9,9 @@ may be scaled down for detection only (``policy.video_detect_long_side``), boxes
 to full resolution and the full-resolution frame is redacted.
 
 The guard (``policy.guard``) then checks the encoded chunk, decoded again, on sampled frames;
-a face it finds makes the chunk run again with the finding re-redacted and the frames around it
-checked as well (``workers.video.frame_guard``).
+a face it finds makes the chunk run again with the finding re-redacted (a weak region filled
+along its track) and the frames around it that the fill did not reach checked as well
+(``workers.video.frame_guard``).
 """
 
 from __future__ import annotations

@@ -12,13 +12,21 @@ How, per chunk (``workers.video.chunk.redact_chunk`` drives it):
    ``video_every_s = 0``) is encoded as a keyframe. Then those frames of the output are decoded
    (keyframes decode alone: the decoder skips the others) and checked at the detection size.
 2. A finding (``weak``: on or near a redacted region; ``miss``: elsewhere) may be visible in
-   the frames around it that were not checked, up to the checked frames before and after it. So
-   the chunk is redacted again with each finding re-redacted in its frame (a weak region filled
-   solid over the union of the face and the region, a missed face redacted like any face and
-   recorded as a detection) and with *every* frame of that window checked as well as the
-   sampled ones; a finding in a window widens it the same way. The first pass's detections are
-   reused, not computed again. (A face the first pass redacted too weakly along a whole track
-   shows at every sampled frame of the track, so its windows join over the track.)
+   the frames around it that were not checked, up to the checked frames before and after it
+   (its *window*). So the chunk is redacted again, the first pass's detections reused:
+
+   * a weak finding is filled solid over the union of the face and the regions it lies on, and
+     so is that region's *chain*: the same region followed frame by frame, backwards and
+     forwards, as long as the frame holds a redacted box overlapping it (IoU at least
+     ``CHAIN_IOU``; the fill moves with the region). A face redacted too weakly in one frame is
+     redacted by the same too-weak blur in its neighbours, so it is filled wherever its region
+     goes in the chunk, checked or not;
+   * a missed face is redacted like any face in its frame and recorded as a detection.
+
+   On the next run every frame of a finding's window that its chain did not fill is checked as
+   well as the sampled frames (a missed face has no chain: its whole window is checked); a
+   finding there widens the checks the same way. Of a chain's filled frames, the finding's own
+   frame and the sampled frames are checked.
 3. That repeats while findings remain, up to ``policy.guard.max_rounds`` re-runs; then, or at
    the first finding under ``on_failure = "fail"``, the chunk fails with
    :class:`workers.guard.GuardFailure` (permanent: the source fails and nothing is published).
@@ -39,8 +47,11 @@ from numpy.typing import NDArray
 
 from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
-from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region
-from workers.video.track import TrackRecord
+from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region, regions_under
+from workers.redaction import enlarge_box
+from workers.video.track import TrackRecord, iou_matrix
+
+CHAIN_IOU = 0.4  # a region in the next frame continues a chain at this overlap or more
 
 
 @dataclass
@@ -57,6 +68,7 @@ class ChunkGuard:
     missed: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
     fills: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
     detections: dict[int, list[Detection]] = field(default_factory=dict)  # first run's, by frame
+    covers: dict[int, list[Detection]] = field(default_factory=dict)  # this run's, by frame
     # this run's frames to check, by timestamp: their index and the regions redacted in them
     redacted: dict[int, tuple[int, list[Detection]]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -83,6 +95,7 @@ class ChunkGuard:
                      pts: int) -> tuple[NDArray[np.uint8], list[Detection], bool]:
         """The redacted frame with this frame's fills, every region redacted in it, and whether
         the encoder makes it a keyframe (a sampled frame: decoded alone for the check)."""
+        self.covers[index] = cover
         fills = self.fills.get(index, [])
         regions = cover + fills if fills else cover
         sampled = index % self.every == 0
@@ -118,13 +131,54 @@ class ChunkGuard:
             self.escalated = {"frame": index, "run": self.runs, "found": len(findings),
                               "kind": first.kind, "score": first.score}
         for index, finding in findings:
-            self.window.update(range(index - self.every + 1, index + self.every))
+            window = set(range(index - self.every + 1, index + self.every))
             if finding.kind == "miss":
                 self.missed[index].append(Detection("face", finding.score, finding.box))
             else:
-                self.fills[index].append(fill_region(finding, redacted[index],
-                                                     self.policy.redaction, *size))
+                chain = self._chain(index, finding, redacted[index], size)
+                for frame, region in chain.items():
+                    self.fills[frame].append(region)
+                window -= chain.keys() - {index}  # the finding's own frame is checked again
+            self.window |= window
         return False
+
+    def _chain(self, index: int, finding: Finding, redacted: list[Detection],
+               size: tuple[int, int]) -> dict[int, Detection]:
+        """What a weak finding in frame ``index`` fills, by frame: in its frame the face joined
+        with the regions it lies on (:func:`workers.guard.fill_region`); in the frames before
+        and after, as long as the chain of those regions goes on, the regions the chain reaches
+        joined with the face's box moved as the regions moved."""
+        redaction = self.policy.redaction
+        width, height = size
+        chain = {index: fill_region(finding, redacted, redaction, width, height)}
+        seed = _array(regions_under(finding.box, self.covers.get(index, []), redaction,
+                                    width, height))
+        if not len(seed):
+            return chain
+        face = np.array(enlarge_box(finding.box, redaction.for_class("face").box_scale,
+                                    width, height), dtype=np.float64)
+        anchor = _centre(seed)
+        for step in (-1, 1):
+            previous, frame = seed, index + step
+            while frame in self.covers:
+                current = _array([enlarge_box(d.box, redaction.for_class(d.cls).box_scale,
+                                              width, height) for d in self.covers[frame]])
+                overlap = iou_matrix(previous, current)
+                if not overlap.size:
+                    break
+                best = overlap.argmax(axis=1)
+                matched = np.unique(best[overlap[np.arange(len(previous)), best] >= CHAIN_IOU])
+                if not len(matched):
+                    break
+                previous = current[matched]
+                moved = face + np.tile(_centre(previous) - anchor, 2)
+                box = np.concatenate([previous, moved[None]])
+                corners = (max(0.0, box[:, 0].min()), max(0.0, box[:, 1].min()),
+                           min(float(width), box[:, 2].max()),
+                           min(float(height), box[:, 3].max()))
+                chain[frame] = Detection("face", finding.score, corners)
+                frame += step
+        return chain
 
     def _check(self, encoded: bytes, regions: dict[int, tuple[int, list[Detection]]],
                chunk: int) -> tuple[list[tuple[int, Finding]], tuple[int, int]]:
@@ -170,3 +224,13 @@ class ChunkGuard:
                 "miss": sum(f.kind == "miss" for _, f in self.found),
                 "filled_frames": len(self.fills), "added_faces": len(self.records()),
                 "seconds": round(self.seconds, 4)}
+
+
+def _array(boxes: Sequence[tuple[int, int, int, int]]) -> NDArray[np.float64]:
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def _centre(boxes: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The centre of the box around ``boxes``."""
+    return np.array([(boxes[:, 0].min() + boxes[:, 2].max()) / 2,
+                     (boxes[:, 1].min() + boxes[:, 3].max()) / 2])
