@@ -25,6 +25,8 @@ def test_a_face_missed_for_a_few_frames_stays_covered_then_the_track_ends() -> N
     for frame in range(20):
         out = tracker.update([_face(frame)] if frame in seen else [], frame)
         covered[frame] = _covers(out, _face(frame)) if out else False
+        # a coasting box scores 0: the video guard's chains follow sightings only
+        assert [d.score for d in out] == ([0.8] if frame in seen else [0.0] * len(out))
     assert all(covered[f] for f in range(10))  # through the gap: no flicker
     assert all(covered[f] for f in range(10, 10 + MAX_MISSED))  # a little beyond its last sighting
     assert not any(covered[f] for f in range(10 + MAX_MISSED, 20))  # then the mask ends

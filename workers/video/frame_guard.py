@@ -17,7 +17,7 @@ How, per chunk (``workers.video.chunk.redact_chunk`` drives it):
 
    * a weak finding is filled solid over the union of the face and the regions it lies on, and
      so is that region's *chain*: the same region followed frame by frame, backwards and
-     forwards, as long as the frame holds a redacted box overlapping it (IoU at least
+     forwards, as long as the frame holds a detected box overlapping it (IoU at least
      ``CHAIN_IOU``; the fill moves with the region). A face redacted too weakly in one frame is
      redacted by the same too-weak blur in its neighbours, so it is filled wherever its region
      goes in the chunk, checked or not;
@@ -147,12 +147,18 @@ class ChunkGuard:
         """What a weak finding in frame ``index`` fills, by frame: in its frame the face joined
         with the regions it lies on (:func:`workers.guard.fill_region`); in the frames before
         and after, as long as the chain of those regions goes on, the regions the chain reaches
-        joined with the face's box moved as the regions moved."""
+        joined with the face's box moved as the regions moved.
+
+        Only detected regions make a chain, not the tracker's coasting boxes: a coasting box is
+        a guess where a face went (a track seen once does not move at all), and a chain along
+        guesses would leave the face's real path unfilled and, worse, unchecked. Where the
+        detections stop or jump further than ``CHAIN_IOU`` allows, the chain ends and the
+        window's checks take over."""
         redaction = self.policy.redaction
         width, height = size
         chain = {index: fill_region(finding, redacted, redaction, width, height)}
-        seed = _array(regions_under(finding.box, self.covers.get(index, []), redaction,
-                                    width, height))
+        seed = _array(regions_under(finding.box, _sighted(self.covers.get(index, [])),
+                                    redaction, width, height))
         if not len(seed):
             return chain
         face = np.array(enlarge_box(finding.box, redaction.for_class("face").box_scale,
@@ -162,7 +168,8 @@ class ChunkGuard:
             previous, frame = seed, index + step
             while frame in self.covers:
                 current = _array([enlarge_box(d.box, redaction.for_class(d.cls).box_scale,
-                                              width, height) for d in self.covers[frame]])
+                                              width, height)
+                                  for d in _sighted(self.covers[frame])])
                 overlap = iou_matrix(previous, current)
                 if not overlap.size:
                     break
@@ -224,6 +231,12 @@ class ChunkGuard:
                 "miss": sum(f.kind == "miss" for _, f in self.found),
                 "filled_frames": len(self.fills), "added_faces": len(self.records()),
                 "seconds": round(self.seconds, 4)}
+
+
+def _sighted(cover: list[Detection]) -> list[Detection]:
+    """The boxes of a frame's cover that a detector reported (the tracker's coasting boxes
+    carry score 0)."""
+    return [d for d in cover if d.score > 0.0]
 
 
 def _array(boxes: Sequence[tuple[int, int, int, int]]) -> NDArray[np.float64]:
