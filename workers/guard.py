@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from schemas.policy import Policy, RedactionParams
 from workers.detectors.base import Detection, Detector
-from workers.redaction import enlarge_box, redact
+from workers.redaction import enlarge_box, redact, redacted_region
 from workers.reliability import PermanentJobError
 
 Frame = NDArray[np.uint8]
@@ -83,15 +83,13 @@ def check(frame_out: Frame, detections: Sequence[Detection], detector: Detector,
     """
     redaction = redaction or RedactionParams()
     height, width = frame_out.shape[:2]
-    regions = [enlarge_box(d.box, redaction.for_class(d.cls).box_scale * NEAR, width, height)
-               for d in detections]
     findings = []
     faces = detect(frame_out) if detect else detector.detect_batch([frame_out],
                                                                    classes={"face"})[0]
     for face in faces:
         if face.score < threshold:
             continue
-        weak = any(_inside_share(face.box, region) >= OVERLAP for region in regions)
+        weak = bool(regions_under(face.box, detections, redaction, width, height))
         findings.append(Finding("weak" if weak else "miss", round(face.score, 4), face.box))
     return findings
 
@@ -166,12 +164,8 @@ def regions_under(box: Box, redacted: Sequence[Detection], redaction: RedactionP
                   width: int, height: int) -> list[tuple[int, int, int, int]]:
     """The redacted regions (each detection's box as the redaction grew it) that ``box`` lies
     on: the rule that makes a finding ``weak``."""
-    regions = []
-    for d in redacted:
-        region = enlarge_box(d.box, redaction.for_class(d.cls).box_scale, width, height)
-        if _inside_share(box, enlarge_box(region, NEAR, width, height)) >= OVERLAP:
-            regions.append(region)
-    return regions
+    return [redacted_region(d, redaction, width, height) for d in redacted
+            if _inside_share(box, redacted_region(d, redaction, width, height, NEAR)) >= OVERLAP]
 
 
 def fill(frame: Frame, regions: Sequence[Detection]) -> Frame:

@@ -76,6 +76,14 @@ def enlarge_box(box: tuple[float, float, float, float], scale: float, width: int
     )
 
 
+def redacted_region(detection: Detection, params: RedactionParams, width: int, height: int,
+                    grow: float = 1.0) -> tuple[int, int, int, int]:
+    """The region :func:`redact` covers for ``detection`` (its box grown by its class's
+    ``box_scale``), grown ``grow`` times more."""
+    return enlarge_box(detection.box, params.for_class(detection.cls).box_scale * grow, width,
+                       height)
+
+
 def ellipse_mask(height: int, width: int) -> NDArray[np.bool_]:
     ys, xs = np.ogrid[:height, :width]
     ny = (ys + 0.5 - height / 2) / (height / 2)

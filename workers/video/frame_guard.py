@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
 from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region, regions_under
-from workers.redaction import enlarge_box
+from workers.redaction import enlarge_box, redacted_region
 from workers.video.track import TrackRecord, iou_matrix
 
 CHAIN_IOU = 0.4  # a region in the next frame continues a chain at this overlap or more
@@ -167,8 +167,7 @@ class ChunkGuard:
         for step in (-1, 1):
             previous, frame = seed, index + step
             while frame in self.covers:
-                current = _array([enlarge_box(d.box, redaction.for_class(d.cls).box_scale,
-                                              width, height)
+                current = _array([redacted_region(d, redaction, width, height)
                                   for d in _sighted(self.covers[frame])])
                 overlap = iou_matrix(previous, current)
                 if not overlap.size:
