@@ -213,9 +213,15 @@ def test_a_missed_face_is_redacted_in_every_frame_and_recorded(
 
 def test_a_fail_policy_fails_the_chunk(video: bytes, detector: Detector,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a weak first pass and a policy that fails at once; every 5th frame is checked
     monkeypatch.setattr(chunk, "detect_scaled", _chin_only)
-    with pytest.raises(GuardFailure, match="face is still visible in chunk 0 .* frame 0; "
-                                           "policy video-guard on_failure=fail"):
+    # then the chunk fails naming what every checked frame showed and the best-scoring frame
+    # (which of the four scores highest differs between builds of the libraries: any checked one)
+    with pytest.raises(GuardFailure, match=r"face is still visible in chunk 0 after redaction "
+                                           r"\(4 in the frames checked, best score \d\.\d\d, "
+                                           r"weak, frame (0|5|10|15); policy video-guard "
+                                           r"on_failure=fail, 0 re-runs\); the output was not "
+                                           r"published"):
         _redact(video, _policy(video_every_s=0.5, on_failure="fail"), detector)
 
 
