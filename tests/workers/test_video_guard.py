@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -96,11 +97,34 @@ def test_sampled_frames_are_checked_and_a_good_chunk_passes(video: bytes,
     assert {0, 5, 10, 15} <= _keyframes(output.data)
 
 
+@pytest.mark.parametrize("spec", [
+    VideoSpec(frames=30, fps=10, container="matroska", seed=43),  # Matroska counts in 1/1000 s
+    VideoSpec(frames=30, fps=10, container="avi", bframes=0, time_base=Fraction(1, 10),
+              seed=44),  # AVI: one tick a frame
+], ids=["matroska", "avi"])
+def test_every_frame_of_a_later_chunk_is_found_whatever_the_time_base(
+        spec: VideoSpec, detector: Detector) -> None:
+    # given a source whose time base is coarser than the MP4 muxer keeps (it rescales the
+    # chunk's timestamps to at least 10,000 ticks a second), checked in every frame
+    data = make_video(spec)
+    policy = Policy(name="video-guard", raw_retention_s=60, classes=["face"], chunk_seconds=1,
+                    guard=GuardParams(video_every_s=0))
+    info, packets = probe_video(data, get_settings().limits.max_image_pixels)
+    assert info.tb.denominator < 10_000
+    plans = plan_chunks(packets, info.tb, policy.chunk_seconds)
+    # when a chunk that does not start at time 0 is redacted
+    output = redact_chunk(data, info, plans[1], policy, detector, get_settings().video)
+    # then the guard found every one of its frames in the encoded chunk and checked it
+    guard = output.params["guard"]
+    assert guard["action"] == "passed" and guard["checks"] == plans[1].frame_count == 10
+
+
 def test_a_frame_due_a_check_that_is_not_in_the_encoded_chunk_fails_it(
         video: bytes, detector: Detector) -> None:
     output = _redact(video, _policy(video_every_s=0.5), detector)
-    guard = ChunkGuard(detector, _policy(video_every_s=0.5), lambda frame: [], every=5)
-    guard.redacted = {0: (0, []), 10**9: (7, [])}  # the second timestamp is in no frame
+    guard = ChunkGuard(detector, _policy(video_every_s=0.5), lambda frame: [], every=5,
+                       time_base=Fraction(1, SPEC.fps))
+    guard.redacted = {Fraction(0): (0, []), Fraction(10**9): (7, [])}  # no frame at 10**9 s
     with pytest.raises(GuardFailure, match="1 of the 2 frames to check were not found"):
         guard.passes(output.data, chunk=0)
 
@@ -167,7 +191,8 @@ def test_a_chain_follows_the_weak_region_and_stops_where_it_ends() -> None:
     # 0-9, then only the tracker's coasting box, score 0, where it was last seen), a region that
     # starts on it in frame 6 and moves away fast, and an unrelated region
     policy = _policy()
-    guard = ChunkGuard(None, policy, lambda frame: [], every=4)  # type: ignore[arg-type]
+    guard = ChunkGuard(None, policy, lambda frame: [], every=4,  # type: ignore[arg-type]
+                       time_base=Fraction(1, 25))
     for index in range(12):
         cover = [Detection("face", 0.2, (500.0, 40.0, 540.0, 90.0))]
         seen = min(index, 9)

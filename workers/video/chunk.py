@@ -136,7 +136,7 @@ def _chunk_guard(policy: Policy, info: VideoInfo, detector: Detector) -> ChunkGu
         return _at_scale([frame], factor,
                          lambda frames: detector.detect_batch(frames, classes={"face"}))[0]
 
-    return ChunkGuard(detector, policy, detect, every)
+    return ChunkGuard(detector, policy, detect, every, info.tb)
 
 
 def guard_every(policy: Policy, info: VideoInfo) -> int:

@@ -39,6 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -60,6 +61,7 @@ class ChunkGuard:
     policy: Policy
     detect: Detect  # a frame to its faces, at the detection size
     every: int  # frames whose index is a multiple of this are checked
+    time_base: Fraction  # of the source's timestamps (``pts`` below)
     runs: int = 0  # times the chunk was redacted and encoded
     checks: int = 0  # frames checked, over all runs
     escalated: dict[str, Any] | None = None  # the first finding, which opened a window
@@ -69,8 +71,10 @@ class ChunkGuard:
     fills: defaultdict[int, list[Detection]] = field(default_factory=lambda: defaultdict(list))
     detections: dict[int, list[Detection]] = field(default_factory=dict)  # first run's, by frame
     covers: dict[int, list[Detection]] = field(default_factory=dict)  # this run's, by frame
-    # this run's frames to check, by timestamp: their index and the regions redacted in them
-    redacted: dict[int, tuple[int, list[Detection]]] = field(default_factory=dict)
+    # this run's frames to check, by time in seconds: their index and the regions redacted in
+    # them. By time, not timestamp: the MP4 muxer may count the chunk in finer ticks than the
+    # source (it keeps at least 10,000 a second; Matroska counts 1,000, AVI one a frame).
+    redacted: dict[Fraction, tuple[int, list[Detection]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     # -- during a run ------------------------------------------------------------------------
@@ -100,7 +104,7 @@ class ChunkGuard:
         regions = cover + fills if fills else cover
         sampled = index % self.every == 0
         if sampled or index in self.window:
-            self.redacted[pts] = (index, regions)
+            self.redacted[pts * self.time_base] = (index, regions)
         return fill(image, fills), regions, sampled and self.every > 1
 
     # -- after a run -------------------------------------------------------------------------
@@ -186,7 +190,7 @@ class ChunkGuard:
                 frame += step
         return chain
 
-    def _check(self, encoded: bytes, regions: dict[int, tuple[int, list[Detection]]],
+    def _check(self, encoded: bytes, regions: dict[Fraction, tuple[int, list[Detection]]],
                chunk: int) -> tuple[list[tuple[int, Finding]], tuple[int, int]]:
         """Findings in the frames to check of the encoded chunk, and its frame size. Sampled
         frames are keyframes: without a window the decoder skips every other frame."""
@@ -198,7 +202,8 @@ class ChunkGuard:
             if self.every > 1 and not self.window:
                 stream.codec_context.skip_frame = "NONKEY"
             for frame in container.decode(stream):
-                entry = regions.get(frame.pts) if frame.pts is not None else None
+                entry = regions.get(frame.pts * frame.time_base) \
+                    if frame.pts is not None and frame.time_base is not None else None
                 if entry is None:
                     continue
                 index, redacted = entry
