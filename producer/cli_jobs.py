@@ -179,21 +179,25 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool)
 def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
            processes: int | None, as_json: bool) -> None:
     """Redact files in this process, without the stack (no ledger: for one-off use)."""
-    from producer.redact_local import count_inputs, redact_files
+    from producer.redact_local import count_inputs, redact_files, skipped_inputs
     policy = _policy(policy_name)
     started = time.monotonic()
     with progress_bar(count_inputs(list(paths)), "redact", not as_json) as tick:
         results = redact_files(list(paths), output, policy, processes=processes, progress=tick)
     seconds = time.monotonic() - started
     errors = [r for r in results if r.error]
+    skipped = skipped_inputs(list(paths))
     emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,
                               "faces": r.faces, "guard": r.guard, "error": r.error}
                              for r in results],
+                   "skipped": [str(p) for p in skipped],
                    "seconds": round(seconds, 3)}, lambda: [
         *(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}"
           f"{' (the guard re-redacted it)' if r.guard == 'reredacted' else ''}"
           for r in results),
+        *(f"{p} skipped: not an image or video Veil reads (JPEG, PNG, WebP, BMP, TIFF; "
+          "MP4, MOV, MKV, AVI, MPEG-TS)" for p in skipped),
         f"{len(results)} files, {sum(r.faces for r in results)} faces, "
-        f"{len(errors)} failed, {seconds:.1f} s"])
+        f"{len(errors)} failed, {len(skipped)} skipped, {seconds:.1f} s"])
     if errors:
         sys.exit(EXIT_FAILED)

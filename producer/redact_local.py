@@ -49,6 +49,14 @@ def count_inputs(paths: Sequence[Path]) -> int:
     return len(collect_inputs(paths))
 
 
+def skipped_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files under named folders that are neither images nor videos Veil reads (GIF, text,
+    sidecar files; hidden files aside): left out of the run, and reported so that nobody takes
+    a folder for done when some of it was not touched."""
+    return [p for path in paths if path.is_dir() for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.name.startswith(".") and not _looks_like_media(p)]
+
+
 def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
                  processes: int | None = None,
                  progress: Callable[[int], None] | None = None) -> list[LocalResult]:
