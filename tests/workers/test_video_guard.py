@@ -36,6 +36,7 @@ from tests.videos import (
 )
 from workers.detectors.base import Detection, Detector
 from workers.guard import Finding, GuardFailure, check
+from workers.video.assemble import assemble
 from workers.video.chunk import ChunkOutput, redact_chunk
 from workers.video.frame_guard import ChunkGuard
 
@@ -173,17 +174,49 @@ def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
                 for image, g, w in zip(images, good, weak, strict=True)]
 
     monkeypatch.setattr(chunk, "detect_scaled", weak_from_25)
+    runs = _record_runs(monkeypatch)
     output = _redact(video, _policy(video_every_s=1.0), detector)
     guard = output.params["guard"]
     # then frame 30 was the first finding; its region's chain (the chin boxes, frames 25-39)
-    # was filled, and the re-run checked the sampled frames and the frames of the window
-    # (21-39) that the chain did not fill (21-24), not all 40 frames
+    # was filled, and the re-run re-encoded only the GOPs holding filled frames (20-29 and
+    # 30-39: a keyframe every 10) and checked their sampled frames (20, 30) and the frames of
+    # the window (21-39) that the chain did not fill (21-24); frames 0 and 10 kept their bytes
+    # and their clean check
     assert guard["escalated"]["frame"] == 30 and guard["runs"] == 2
-    assert guard["filled_frames"] == 15 and guard["checks"] == 4 + 4 + 4
+    assert guard["filled_frames"] == 15 and guard["checks"] == 4 + 2 + 4
+    first, final = _frame_packets(runs[0]), _frame_packets(output.data)
+    assert sorted(final) == sorted(first) and len(final) == spec.frames
+    assert all(final[i] == first[i] for i in range(20))  # copied, packet for packet
+    assert all(final[i] != first[i] for i in range(25, spec.frames))  # filled: encoded anew
     before = decode_video(video, keep_frames=True)
     after = decode_video(output.data, keep_frames=True)
+    assert after.indices == list(range(spec.frames)) and after.times == before.times
     assert all(face_destroyed(a, b, face_core(i, spec.width, spec.height))
                for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)))
+    # and the spliced chunk still joins by stream copy (one parameter set, every frame)
+    info, _ = probe_video(video, get_settings().limits.max_image_pixels)
+    assert assemble([output.data], info, None, keep_audio=False).frames == spec.frames
+
+
+def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The encoded chunk of every run, as the guard gets it."""
+    runs: list[bytes] = []
+    passes = ChunkGuard.passes
+
+    def recording(self: ChunkGuard, encoded: bytes, chunk: int) -> bool:
+        runs.append(encoded)
+        return passes(self, encoded, chunk)
+
+    monkeypatch.setattr(ChunkGuard, "passes", recording)
+    return runs
+
+
+def _frame_packets(data: bytes) -> dict[int, bytes]:
+    """The encoded bytes of each frame of a chunk of 10-fps video, by frame index."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        return {round(packet.pts * stream.time_base * 10): bytes(packet)
+                for packet in container.demux(stream) if packet.size}
 
 
 def test_a_chain_follows_the_weak_region_and_stops_where_it_ends() -> None:

@@ -36,6 +36,7 @@ from workers.image_pipeline import detect_frames, redact_frame
 from workers.video.decode import DecodedFrame, decode_chunk
 from workers.video.encode import ChunkEncoder, encoder_settings
 from workers.video.frame_guard import ChunkGuard
+from workers.video.splice import SpliceError, SplicePlan, SplicingEncoder
 from workers.video.track import MAX_MISSED, Tracker, TrackRecord, iou_matrix
 
 BATCH = 8
@@ -114,15 +115,28 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
     """Redact one chunk of the video in ``data`` (the file's bytes, or a seekable file object
     such as :class:`infra.keyring.RawReader`) and return it encoded (MP4 bytes)."""
     guard = _chunk_guard(policy, info, detector)
+    splice: SplicePlan | None = None
     while True:
-        output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
-                               keep_boxes, guard)
+        try:
+            output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
+                                   keep_boxes, guard, splice)
+        except SpliceError:
+            if guard is None or splice is None:
+                raise
+            guard.full_rerun()  # the GOPs do not fit: encode the whole chunk again
+            output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
+                                   keep_boxes, guard, None)
         if guard is None:
             return output
         if guard.passes(output.data, plan.index):
             output.tracks += guard.records()
             output.params["guard"] = guard.to_json()
             return output
+        try:  # the next run re-encodes only the GOPs the guard's changes touch
+            splice = guard.plan_rerun(output.data)
+        except SpliceError:
+            splice = None
+            guard.full_rerun()
 
 
 def _chunk_guard(policy: Policy, info: VideoInfo, detector: Detector) -> ChunkGuard | None:
@@ -151,15 +165,15 @@ def guard_every(policy: Policy, info: VideoInfo) -> int:
 def _redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Policy,
                   detector: Detector, video: VideoSettings, threads: int,
                   progress: Progress | None, keep_boxes: bool,
-                  guard: ChunkGuard | None) -> ChunkOutput:
+                  guard: ChunkGuard | None, splice: SplicePlan | None = None) -> ChunkOutput:
     width, height = info.display_size
     settings = encoder_settings(info, policy, video, threads)
+    encoder = SplicingEncoder(settings, splice) if splice else ChunkEncoder(settings)
     handover = None
     if plan.end_pts is not None:  # a chunk follows: hand over to the tracker it will run
         start = max(0, plan.first_frame + plan.frame_count - WARMUP_FRAMES)
         handover = _Handover(Tracker(width, height), start, start + HANDOVER_SWITCH)
-    stage = _Stage(Tracker(width, height), ChunkEncoder(settings), policy, keep_boxes,
-                   handover, guard)
+    stage = _Stage(Tracker(width, height), encoder, policy, keep_boxes, handover, guard)
     try:
         batch: list[DecodedFrame] = []
         for decoded in decode_chunk(data, info, plan, warmup=WARMUP_FRAMES, lookahead=FILL_GAP):
@@ -245,8 +259,8 @@ class _Stage:
     bench/README.md.
     """
 
-    def __init__(self, tracker: Tracker, encoder: ChunkEncoder, policy: Policy,
-                 keep_boxes: bool, handover: _Handover | None = None,
+    def __init__(self, tracker: Tracker, encoder: ChunkEncoder | SplicingEncoder,
+                 policy: Policy, keep_boxes: bool, handover: _Handover | None = None,
                  guard: ChunkGuard | None = None) -> None:
         self.tracker, self.encoder, self.policy = tracker, encoder, policy
         self.handover, self.guard = handover, guard
@@ -296,13 +310,16 @@ class _Stage:
         if not frame.in_range:
             return
         key = False
+        image: NDArray[np.uint8] | None = None
         if self.guard is None:
             image = redact_frame(frame.image, cover, self.policy)
         else:  # with the faces and fills an earlier run's check asked for
             cover = self.guard.cover(frame.index, cover)
-            image, cover, key = self.guard.finish_frame(
-                redact_frame(frame.image, cover, self.policy), cover, frame.index, frame.pts)
-        self.encoder.write(image, frame.pts, frame.duration, key)
+            if self.encoder.encodes(frame.pts):  # else its encoding from the last run stands
+                image = redact_frame(frame.image, cover, self.policy)
+            image, cover, key = self.guard.finish_frame(image, cover, frame.index, frame.pts)
+        if image is not None:
+            self.encoder.write(image, frame.pts, frame.duration, key)
         self.frames += 1
         if self.keep_boxes:
             self.boxes.append([d.box for d in cover])

@@ -113,6 +113,10 @@ class ChunkEncoder:
         self._stream = stream
         self.frames = 0
 
+    def encodes(self, pts: int) -> bool:
+        """Every frame is encoded (a spliced re-run keeps some: ``workers.video.splice``)."""
+        return True
+
     def write(self, image: NDArray[np.uint8], pts: int, duration: int,
               key: bool = False) -> None:
         """Encode one frame; ``key`` makes it a keyframe (IDR), which a decoder can read alone:

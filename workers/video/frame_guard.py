@@ -27,6 +27,11 @@ How, per chunk (``workers.video.chunk.redact_chunk`` drives it):
    well as the sampled frames (a missed face has no chain: its whole window is checked); a
    finding there widens the checks the same way. Of a chain's filled frames, the finding's own
    frame and the sampled frames are checked.
+
+   The next run re-encodes only the GOPs that hold a frame it changes and splices them into the
+   chunk (``workers.video.splice``); the other frames keep their bytes, so a frame already
+   checked clean there is not checked again (``clean``). If the splice cannot be exact, the whole
+   chunk is encoded again and every frame due a check is checked.
 3. That repeats while findings remain, up to ``policy.guard.max_rounds`` re-runs; then, or at
    the first finding under ``on_failure = "fail"``, the chunk fails with
    :class:`workers.guard.GuardFailure` (permanent: the source fails and nothing is published).
@@ -50,6 +55,7 @@ from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
 from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region, regions_under
 from workers.redaction import enlarge_box, redacted_region
+from workers.video.splice import SplicePlan, plan_splice
 from workers.video.track import TrackRecord, iou_matrix
 
 CHAIN_IOU = 0.4  # a region in the next frame continues a chain at this overlap or more
@@ -75,6 +81,9 @@ class ChunkGuard:
     # them. By time, not timestamp: the MP4 muxer may count the chunk in finer ticks than the
     # source (it keeps at least 10,000 a second; Matroska counts 1,000, AVI one a frame).
     redacted: dict[Fraction, tuple[int, list[Detection]]] = field(default_factory=dict)
+    times: dict[int, Fraction] = field(default_factory=dict)  # every frame's time, by index
+    clean: set[int] = field(default_factory=set)  # checked clean, bytes unchanged since
+    changed: set[int] = field(default_factory=set)  # frames the next run redacts differently
     seconds: float = 0.0
 
     # -- during a run ------------------------------------------------------------------------
@@ -95,17 +104,21 @@ class ChunkGuard:
         missed = self.missed.get(index)
         return cover + missed if missed else cover
 
-    def finish_frame(self, image: NDArray[np.uint8], cover: list[Detection], index: int,
-                     pts: int) -> tuple[NDArray[np.uint8], list[Detection], bool]:
+    def finish_frame(self, image: NDArray[np.uint8] | None, cover: list[Detection], index: int,
+                     pts: int) -> tuple[NDArray[np.uint8] | None, list[Detection], bool]:
         """The redacted frame with this frame's fills, every region redacted in it, and whether
-        the encoder makes it a keyframe (a sampled frame: decoded alone for the check)."""
-        self.covers[index] = cover
+        the encoder makes it a keyframe (a sampled frame: decoded alone for the check).
+        ``image`` is None for a frame whose encoding from the last run stands (spliced re-run):
+        it is only recorded, and checked if due and not yet checked clean."""
+        time = pts * self.time_base
+        self.covers[index], self.times[index] = cover, time
         fills = self.fills.get(index, [])
         regions = cover + fills if fills else cover
         sampled = index % self.every == 0
-        if sampled or index in self.window:
-            self.redacted[pts * self.time_base] = (index, regions)
-        return fill(image, fills), regions, sampled and self.every > 1
+        if (sampled or index in self.window) and index not in self.clean:
+            self.redacted[time] = (index, regions)
+        image = fill(image, fills) if image is not None else None
+        return image, regions, sampled and self.every > 1
 
     # -- after a run -------------------------------------------------------------------------
 
@@ -117,6 +130,7 @@ class ChunkGuard:
         regions, self.redacted = self.redacted, {}
         findings, size = self._check(encoded, regions, chunk)
         self.seconds += time.perf_counter() - started
+        self.clean |= {index for index, _ in regions.values()} - {i for i, _ in findings}
         if not findings:
             return True
         self.found += findings
@@ -134,17 +148,33 @@ class ChunkGuard:
             index, first = findings[0]
             self.escalated = {"frame": index, "run": self.runs, "found": len(findings),
                               "kind": first.kind, "score": first.score}
+        self.changed = set()
         for index, finding in findings:
             window = set(range(index - self.every + 1, index + self.every))
             if finding.kind == "miss":
                 self.missed[index].append(Detection("face", finding.score, finding.box))
+                self.changed.add(index)
             else:
                 chain = self._chain(index, finding, redacted[index], size)
                 for frame, region in chain.items():
                     self.fills[frame].append(region)
+                self.changed |= chain.keys()
                 window -= chain.keys() - {index}  # the finding's own frame is checked again
             self.window |= window
         return False
+
+    def plan_rerun(self, encoded: bytes) -> SplicePlan:
+        """The GOPs of ``encoded`` the next run re-encodes: those holding a changed frame.
+        Their frames leave ``clean`` (new bytes are checked anew). Raises
+        :class:`workers.video.splice.SpliceError` when the chunk cannot be spliced."""
+        plan = plan_splice(encoded, [self.times[index] for index in self.changed])
+        self.clean -= {index for index, time in self.times.items() if plan.rewrites(time)}
+        return plan
+
+    def full_rerun(self) -> None:
+        """The next run re-encodes the whole chunk: nothing checked before still stands."""
+        self.clean.clear()
+        self.redacted = {}
 
     def _chain(self, index: int, finding: Finding, redacted: list[Detection],
                size: tuple[int, int]) -> dict[int, Detection]:
