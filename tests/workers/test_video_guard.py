@@ -21,6 +21,7 @@ import pytest
 from numpy.typing import NDArray
 
 import workers.video.chunk as chunk
+import workers.video.splice as splice
 from infra.settings import get_settings
 from infra.video_probe import probe_video
 from schemas.chunks import plan_chunks
@@ -39,6 +40,7 @@ from workers.guard import Finding, GuardFailure, check
 from workers.video.assemble import assemble
 from workers.video.chunk import ChunkOutput, redact_chunk
 from workers.video.frame_guard import ChunkGuard
+from workers.video.splice import SpliceError, SplicePlan
 
 SPEC = VideoSpec(frames=20, fps=10, seed=41)  # one 20-frame chunk
 
@@ -159,21 +161,29 @@ def test_a_weak_redaction_in_a_sampled_frame_fills_its_region_through_the_chunk(
         assert check(frame, [], detector, 0.5) == []
 
 
-def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
-        detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
-    # given 40 frames, checked once a second (every 10th), redacted well up to frame 24 and only
-    # on the chin from frame 25 on
-    spec = VideoSpec(frames=40, fps=10, seed=42)
-    video = make_video(spec)
+WINDOW_SPEC = VideoSpec(frames=40, fps=10, seed=42)
+
+
+def _weak_from_25(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first pass that redacts well up to frame 24 and only the chin from frame 25 on."""
     real = chunk.detect_scaled
 
-    def weak_from_25(images: Sequence[NDArray[np.uint8]], policy: Policy,
-                     detector: Detector) -> list[list[Detection]]:
+    def detect(images: Sequence[NDArray[np.uint8]], policy: Policy,
+               detector: Detector) -> list[list[Detection]]:
         good, weak = real(images, policy, detector), _chin_only(images, policy, detector)
         return [w if read_index(image) >= 25 else g
                 for image, g, w in zip(images, good, weak, strict=True)]
 
-    monkeypatch.setattr(chunk, "detect_scaled", weak_from_25)
+    monkeypatch.setattr(chunk, "detect_scaled", detect)
+
+
+def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
+        detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given 40 frames, checked once a second (every 10th), redacted well up to frame 24 and only
+    # on the chin from frame 25 on
+    spec = WINDOW_SPEC
+    video = make_video(spec)
+    _weak_from_25(monkeypatch)
     runs = _record_runs(monkeypatch)
     output = _redact(video, _policy(video_every_s=1.0), detector)
     guard = output.params["guard"]
@@ -196,6 +206,27 @@ def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
     # and the spliced chunk still joins by stream copy (one parameter set, every frame)
     info, _ = probe_video(video, get_settings().limits.max_image_pixels)
     assert assemble([output.data], info, None, keep_audio=False).frames == spec.frames
+
+
+def test_a_re_run_that_cannot_be_spliced_encodes_the_whole_chunk_and_checks_it_all(
+        detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the weak redaction from frame 25 on, and re-encoded GOPs that do not fit
+    video = make_video(WINDOW_SPEC)
+    _weak_from_25(monkeypatch)
+
+    def refuse(plan: SplicePlan, segments: list[bytes]) -> bytes:
+        raise SpliceError("a re-encoded segment has another H.264 parameter set")
+
+    monkeypatch.setattr(splice, "splice", refuse)
+    output = _redact(video, _policy(video_every_s=1.0), detector)
+    # then the re-run encoded the whole chunk again and checked every sampled frame anew
+    guard = output.params["guard"]
+    assert guard["runs"] == 2 and guard["checks"] == 4 + 4 + 4
+    before = decode_video(video, keep_frames=True)
+    after = decode_video(output.data, keep_frames=True)
+    assert after.indices == list(range(WINDOW_SPEC.frames)) and after.times == before.times
+    assert all(face_destroyed(a, b, face_core(i, WINDOW_SPEC.width, WINDOW_SPEC.height))
+               for i, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)))
 
 
 def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
