@@ -135,6 +135,7 @@ def make_video(spec: VideoSpec) -> bytes:
     video.time_base = spec.time_base
     video.codec_context.time_base = spec.time_base
     video.codec_context.gop_size = spec.gop
+    video.codec_context.thread_count = 1  # threaded x264 is not byte-for-byte repeatable
     video.codec_context.max_b_frames = spec.bframes
     if spec.codec == "libx265":
         video.codec_context.options = {"x265-params": "log-level=error"}

@@ -178,7 +178,8 @@ def test_bad_videos_fail_clearly_and_publish_nothing(services: Settings, worker:
                "--timeout", "120", env=policies_env)
     assert run.returncode == 1, run.stderr
     report = {s["file"]: s for s in json.loads(run.stdout)["sources"]}
-    assert all(s["state"] == "failed" and s["output_key"] is None for s in report.values())
+    assert all(s["state"] == "failed" and s["output_key"] is None for s in report.values()), \
+        report
     assert "no video stream" in report["voice.mp4"]["error"]
     assert "not a readable video" in report["garbage.mp4"]["error"]
     assert "chunk" in report["corrupt.mp4"]["error"] and "corrupt" in report["corrupt.mp4"]["error"]

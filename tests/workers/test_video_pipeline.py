@@ -22,6 +22,7 @@ from tests.videos import (
     make_video,
 )
 from workers import runtime
+from workers.imageio import BadInputError
 from workers.video.assemble import assemble
 from workers.video.chunk import redact_chunk
 
@@ -103,3 +104,23 @@ def _audio_times(data: bytes) -> list[Fraction]:
 
 def _first_video_time(data: bytes) -> Fraction:
     return decode_video(data).times[0]
+
+
+def test_the_chunk_holding_a_corrupt_frame_fails_on_its_own() -> None:
+    # given a video whose middle is garbled (the decoder conceals the damage and says so on
+    # the frame), cut into chunks of 10 frames
+    data = bytearray(make_video(VideoSpec(frames=40, gop=10, seed=41)))
+    middle = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 2
+    data[middle:middle + 3000] = bytes((b * 7 + 13) & 255 for b in data[middle:middle + 3000])
+    corrupt = bytes(data)
+    with av.open(io.BytesIO(corrupt)) as container:
+        flagged = [i for i, f in enumerate(container.decode(video=0)) if f.is_corrupt]
+    assert flagged
+    info, packets = probe_video(corrupt, get_settings().limits.max_image_pixels)
+    plans = plan_chunks(packets, info.tb, POLICY.chunk_seconds)
+    plan = next(p for p in plans if p.first_frame <= flagged[0] < p.first_frame + p.frame_count)
+    # when that chunk alone is redacted (as a worker that picks it up first would), then it
+    # fails: with B-frames the decoder reports the damage while it still hands out the frames
+    # before the range, so the frame's own flag is what tells
+    with pytest.raises(BadInputError, match=f"chunk {plan.index}: .*corrupt"):
+        redact_chunk(corrupt, info, plan, POLICY, runtime.detector(), get_settings().video)

@@ -9,11 +9,14 @@ Hazards handled here, because every later stage trusts what it gets:
 
 * a seek that lands after the range's first frame (some demuxers seek by decode time, or
   approximately): detected before anything is emitted, and the chunk decodes from the start;
-* a corrupt middle: FFmpeg conceals damaged macroblocks and carries on, so decoder errors are
-  captured from its log (single-threaded decoding keeps them on this thread) and fail the chunk;
-  so does a frame count that differs from the plan, a frame without a timestamp, or a change of
-  frame size mid-stream. Errors before the range (pre-roll after a seek into an open GOP) are
-  tolerated: those frames are never emitted.
+* a corrupt middle: FFmpeg conceals damaged macroblocks and carries on. A frame of the range
+  that the decoder marks corrupt (it concealed errors in it) fails the chunk, and so do errors in
+  its log (captured on this thread: decoding is single-threaded), a frame count that differs
+  from the plan, a frame without a timestamp, or a change of frame size mid-stream. The log
+  alone is not enough: with B-frames the decoder reports a damaged frame while it still hands
+  out earlier ones, so its errors can land among the pre-roll's. Errors before the range
+  (pre-roll after a seek into an open GOP) are tolerated: those frames are never emitted, and
+  a corrupt frame there is in the range of the chunk before, which fails on it.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
                     if warmup:
                         held.append(frame)
                     continue
+                if frame.is_corrupt:
+                    raise BadInputError(_where(plan, pts, tb, "the decoder reports a corrupt "
+                                               "frame (it concealed damaged data)"))
                 if emitted:
                     _check_errors(logs, plan, pts, tb)
                 else:
