@@ -37,6 +37,7 @@ class VideoSpec:
     vfr: bool = False  # irregular frame durations
     rotation: int = 0  # display rotation (counter-clockwise degrees) stored in the container
     audio: bool = False
+    audio_codec: str = "aac"  # or "pcm_s16le", as AVI and MOV cameras write it
     title: str | None = None
     creation_time: str | None = None
     subtitle: bool = False  # a text subtitle stream (Matroska)
@@ -141,7 +142,7 @@ def make_video(spec: VideoSpec) -> bytes:
         video.codec_context.options = {"x265-params": "log-level=error"}
     if spec.rotation:
         video.set_display_rotation(spec.rotation)
-    audio = out.add_stream("aac", rate=48000, layout="mono") if spec.audio else None
+    audio = out.add_stream(spec.audio_codec, rate=48000, layout="mono") if spec.audio else None
     subtitle = out.add_mux_stream("subrip") if spec.subtitle else None
     data = out.add_data_stream("klv") if spec.data else None
     if spec.attachment:
@@ -196,7 +197,11 @@ def _write_audio(out: av.container.OutputContainer, stream: av.audio.stream.Audi
         t = (np.arange(start, min(total, start + size)) / rate).astype(np.float32)
         wave = 0.2 * np.sin(2 * np.pi * 440 * t)
         wave[(t % 1.0) < 0.01] = 0.9
-        frame = av.AudioFrame.from_ndarray(wave[None, :], format="flt", layout="mono")
+        if stream.codec_context.name.startswith("pcm_s16"):
+            frame = av.AudioFrame.from_ndarray((wave[None, :] * 32767).astype(np.int16),
+                                               format="s16", layout="mono")
+        else:
+            frame = av.AudioFrame.from_ndarray(wave[None, :], format="flt", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
         for packet in stream.encode(frame):
             out.mux(packet)
@@ -208,7 +213,7 @@ def _write_audio(out: av.container.OutputContainer, stream: av.audio.stream.Audi
 class DecodedVideo:
     """What a viewer gets from a file: frames as displayed and their times."""
 
-    times: list[Fraction]  # presentation time of each frame in seconds
+    times: list[Fraction]  # presentation time of each frame in seconds, in display order
     indices: list[int]  # barcode of each frame
     frames: list[NDArray[np.uint8]]  # displayed BGR frames (kept when asked)
     size: tuple[int, int]  # displayed (width, height)
@@ -234,6 +239,10 @@ def decode_video(data: bytes, keep_frames: bool = False) -> DecodedVideo:
             indices.append(read_index(image))
             if keep_frames:
                 frames.append(image)
+        # A player shows the frames in the order the decoder hands them out, at the stream's
+        # timestamps in rising order: AVI's per-packet timestamps come out of the decoder in
+        # decode order when there are B-frames, so the k-th frame's time is the k-th smallest.
+        times.sort()
         return DecodedVideo(times, indices, frames, size, end - (times[0] if times else 0),
                             rotation)
 

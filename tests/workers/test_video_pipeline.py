@@ -49,6 +49,9 @@ HAZARDS = {
     "matroska with subtitles and attachment": VideoSpec(
         frames=30, container="matroska", subtitle=True, attachment=True, title="Jane Roe"),
     "mpeg-ts with a data stream": VideoSpec(frames=30, container="mpegts", data=True),
+    # AVI stores one timestamp per packet in decode order: with B-frames the decoder hands out
+    # frames whose timestamps are out of order (DVR exports, Xvid)
+    "avi with b-frames": VideoSpec(frames=30, container="avi", time_base=Fraction(1, 25)),
 }
 
 
@@ -93,6 +96,35 @@ def test_audio_is_dropped_by_default_and_kept_in_sync_when_the_policy_says_so() 
         with av.open(io.BytesIO(output)) as container:
             assert set(container.metadata) <= CLEAN_TAGS
             assert "creation_time" not in container.streams.video[0].metadata
+
+
+def test_pcm_audio_from_an_avi_camera_is_kept_as_aac_in_sync() -> None:
+    # given an AVI with B-frames and PCM audio that declares only its channel count, as DVR
+    # exports do
+    spec = VideoSpec(frames=30, container="avi", time_base=Fraction(1, 25), audio=True,
+                     audio_codec="pcm_s16le")
+    data = make_video(spec)
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.audio[0].codec_context.layout.name == "1 channels"
+    # when the policy keeps audio
+    kept, _, _ = redact_in_process(data, POLICY.model_copy(update={"audio": "keep"}))
+    # then the output carries it as AAC (MP4 does not take this PCM), from the same start and
+    # for the same length, next to the same frames
+    with av.open(io.BytesIO(kept)) as container:
+        audio = container.streams.audio[0]
+        assert (audio.codec_context.name, audio.codec_context.layout.name) == ("aac", "mono")
+    times, source_times = _audio_times(kept), _audio_times(data)
+    assert abs(times[0] - source_times[0]) <= Fraction(1024, 48000)  # one AAC frame
+    assert abs(_audio_end(kept) - _audio_end(data)) <= Fraction(1024, 48000)
+    assert decode_video(kept).indices == list(range(spec.frames))
+    assert _first_video_time(kept) == _first_video_time(data)
+
+
+def _audio_end(data: bytes) -> Fraction:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        return max((Fraction(p.pts) + Fraction(p.duration or 0)) * Fraction(p.time_base)
+                   for p in container.demux(stream) if p.size and p.pts is not None)
 
 
 def _audio_times(data: bytes) -> list[Fraction]:

@@ -151,8 +151,21 @@ def _audio_output(out: av.container.OutputContainer,
         return copied, True
     target = cast(av.audio.stream.AudioStream,
                   out.add_stream("aac", rate=stream.codec_context.sample_rate or 48000))
-    target.layout = stream.codec_context.layout
+    target.layout = _aac_layout(stream.codec_context.layout)
     return target, False
+
+
+_NAMED_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 8: "7.1"}
+
+
+def _aac_layout(layout: av.AudioLayout) -> str:
+    """A channel layout the AAC encoder takes. PCM in AVI or WAV-style streams often declare
+    only a count ("1 channels"), which the encoder refuses: such a stream gets the usual layout
+    for its count (the resampler maps the channels), and a count AAC has no layout for is
+    mixed down to stereo."""
+    if layout.name in _NAMED_LAYOUTS.values():
+        return str(layout.name)
+    return _NAMED_LAYOUTS.get(layout.nb_channels, "stereo")
 
 
 def _copied_packets(source: av.container.InputContainer, stream: av.audio.stream.AudioStream,

@@ -16,13 +16,20 @@ Hazards handled here, because every later stage trusts what it gets:
   alone is not enough: with B-frames the decoder reports a damaged frame while it still hands
   out earlier ones, so its errors can land among the pre-roll's. Errors before the range
   (pre-roll after a seek into an open GOP) are tolerated: those frames are never emitted, and
-  a corrupt frame there is in the range of the chunk before, which fails on it.
+  a corrupt frame there is in the range of the chunk before, which fails on it;
+* timestamps out of order: AVI keeps one timestamp per packet in decode order, so with B-frames
+  the decoder hands out frames (in display order) carrying each other's timestamps. Frames leave
+  the decoder in display order whatever their stamps say, so there each one takes the smallest
+  timestamp among those seen and not yet given out (:func:`_presentation_order`). Containers
+  that stamp presentation times (MP4, MOV, Matroska, MPEG-TS) are taken as they are, and a
+  stamp that does not rise fails the chunk with a reason instead of a muxer error.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -80,7 +87,7 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
     tb = info.tb
     nominal = max(1, round(1 / (Fraction(info.average_rate) * tb)))
     emitted, ahead, last_pts = 0, 0, None
-    held: deque[av.VideoFrame] = deque(maxlen=max(0, warmup))
+    held: deque[tuple[av.VideoFrame, int]] = deque(maxlen=max(0, warmup))
     try:
         opened = open_video(data)
     except ProbeError as exc:
@@ -91,24 +98,23 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
         if seek is not None:
             container.seek(seek, stream=stream, backward=True, any_frame=False)
         try:
-            for frame in container.decode(stream):
-                pts = frame.pts if frame.pts is not None else frame.dts
-                if pts is None:
-                    raise BadInputError(f"chunk {plan.index}: a frame has no timestamp")
+            stamps_in_decode_order = container.format.name in DECODE_ORDER_STAMPS
+            for frame, pts in _presentation_order(container.decode(stream), stream, plan,
+                                                  stamps_in_decode_order):
                 if plan.end_pts is not None and pts >= plan.end_pts:
                     if ahead == 0 and emitted:
                         _check_errors(logs, plan, last_pts, tb)  # the range itself is clean
                     if ahead >= lookahead:
                         break
-                    yield _convert(frame, info, plan, nominal, plan.first_frame + emitted
-                                   + ahead, lookahead=True)
+                    yield _convert(frame, pts, info, plan, nominal,
+                                   plan.first_frame + emitted + ahead, lookahead=True)
                     ahead += 1
                     continue
                 if plan.start_pts is not None and pts < plan.start_pts:
                     if emitted:
                         raise BadInputError(_where(plan, pts, tb, "timestamps go backwards"))
                     if warmup:
-                        held.append(frame)
+                        held.append((frame, pts))
                     continue
                 if frame.is_corrupt:
                     raise BadInputError(_where(plan, pts, tb, "the decoder reports a corrupt "
@@ -116,12 +122,12 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
                 if emitted:
                     _check_errors(logs, plan, pts, tb)
                 else:
-                    for k, early in enumerate(held):
-                        yield _convert(early, info, plan, nominal,
+                    for k, (early, early_pts) in enumerate(held):
+                        yield _convert(early, early_pts, info, plan, nominal,
                                        plan.first_frame - len(held) + k, warmup=True)
                     held.clear()
                     del logs[:]  # pre-roll errors concern frames that are never emitted
-                yield _convert(frame, info, plan, nominal, plan.first_frame + emitted)
+                yield _convert(frame, pts, info, plan, nominal, plan.first_frame + emitted)
                 emitted += 1
                 last_pts = pts
         except av.error.FFmpegError as exc:
@@ -137,7 +143,44 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
             f"{_seconds(plan.last_pts, tb)}); the file is corrupt or truncated")
 
 
-def _convert(frame: av.VideoFrame, info: VideoInfo, plan: ChunkPlan, nominal: int,
+DECODE_ORDER_STAMPS = frozenset({"avi"})  # demuxers whose packets carry decode-order stamps
+REORDER_WINDOW = 16  # frames: no H.264 or HEVC frame is shown further from its decode position
+
+
+def _presentation_order(frames: Iterable[av.VideoFrame], stream: av.video.stream.VideoStream,
+                        plan: ChunkPlan, stamps_in_decode_order: bool
+                        ) -> Iterator[tuple[av.VideoFrame, int]]:
+    """Each decoded frame with its presentation timestamp. Where packets are stamped in decode
+    order and the codec reorders frames (B-frames), that is the smallest of the stamps seen and
+    not yet given out, once ``REORDER_WINDOW`` later frames have come (or at the end);
+    elsewhere the frame's own, handed out at once."""
+    pending: deque[av.VideoFrame] = deque()
+    stamps: list[int] = []
+    depth, last = 0, None
+    for frame in frames:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            raise BadInputError(f"chunk {plan.index}: a frame has no timestamp")
+        heapq.heappush(stamps, int(pts))
+        pending.append(frame)
+        if stamps_in_decode_order and stream.codec_context.reorder_depth:
+            depth = REORDER_WINDOW
+        while len(pending) > depth:
+            last = _next_stamp(last, heapq.heappop(stamps), plan)
+            yield pending.popleft(), last
+    while pending:
+        last = _next_stamp(last, heapq.heappop(stamps), plan)
+        yield pending.popleft(), last
+
+
+def _next_stamp(last: int | None, pts: int, plan: ChunkPlan) -> int:
+    if last is not None and pts <= last:
+        raise BadInputError(f"chunk {plan.index}: two frames share a timestamp or come out of "
+                            "order; the container's timestamps cannot be trusted")
+    return pts
+
+
+def _convert(frame: av.VideoFrame, pts: int, info: VideoInfo, plan: ChunkPlan, nominal: int,
              index: int, warmup: bool = False, lookahead: bool = False) -> DecodedFrame:
     if (frame.width, frame.height) != (info.width, info.height):
         raise BadInputError(f"chunk {plan.index}: the frame size changes mid-stream from "
@@ -145,8 +188,6 @@ def _convert(frame: av.VideoFrame, info: VideoInfo, plan: ChunkPlan, nominal: in
     image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
     if info.rotation:
         image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
-    pts = frame.pts if frame.pts is not None else frame.dts
-    assert pts is not None
     return DecodedFrame(pts=int(pts), duration=int(frame.duration or nominal), index=index,
                         image=image, warmup=warmup, lookahead=lookahead)
 
