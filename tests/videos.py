@@ -197,7 +197,8 @@ def _write_audio(out: av.container.OutputContainer, stream: av.audio.stream.Audi
         t = (np.arange(start, min(total, start + size)) / rate).astype(np.float32)
         wave = 0.2 * np.sin(2 * np.pi * 440 * t)
         wave[(t % 1.0) < 0.01] = 0.9
-        if stream.codec_context.name.startswith("pcm_s16"):
+        if stream.codec_context.name.startswith("pcm_s16") or \
+                stream.codec_context.name == "libmp3lame":
             frame = av.AudioFrame.from_ndarray((wave[None, :] * 32767).astype(np.int16),
                                                format="s16", layout="mono")
         else:

@@ -120,6 +120,22 @@ def test_pcm_audio_from_an_avi_camera_is_kept_as_aac_in_sync() -> None:
     assert _first_video_time(kept) == _first_video_time(data)
 
 
+def test_mp3_audio_is_copied_not_re_encoded() -> None:
+    # given a Matroska file with MP3 audio (FFmpeg decodes it as "mp3float")
+    data = make_video(VideoSpec(frames=30, container="matroska", audio=True,
+                                audio_codec="libmp3lame"))
+    # when the policy keeps audio, then the same MP3 packets are in the output
+    kept, _, _ = redact_in_process(data, POLICY.model_copy(update={"audio": "keep"}))
+    with av.open(io.BytesIO(kept)) as container:
+        assert container.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+    assert _audio_payloads(kept) == _audio_payloads(data)
+
+
+def _audio_payloads(data: bytes) -> list[bytes]:
+    with av.open(io.BytesIO(data)) as container:
+        return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
 def _audio_end(data: bytes) -> Fraction:
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]

@@ -144,7 +144,7 @@ def _video_packets(inputs: list[av.container.InputContainer],
 
 def _audio_output(out: av.container.OutputContainer,
                   stream: av.audio.stream.AudioStream) -> tuple[av.stream.Stream, bool]:
-    name = stream.codec_context.name
+    name = stream.codec_context.codec.canonical_name  # the format, not the decoder (mp3float)
     if name in COPYABLE_AUDIO:
         copied = out.add_stream_from_template(stream)
         copied.time_base = stream.time_base
