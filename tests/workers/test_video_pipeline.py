@@ -98,6 +98,29 @@ def test_audio_is_dropped_by_default_and_kept_in_sync_when_the_policy_says_so() 
             assert "creation_time" not in container.streams.video[0].metadata
 
 
+def test_a_repeated_timestamp_fails_the_chunk_with_a_reason() -> None:
+    # given an MPEG-TS whose frame 15 repeats frame 14's timestamp (a broken DVR export)
+    source = make_video(VideoSpec(frames=30, bframes=0, container="mpegts",
+                                  time_base=Fraction(1, 90000)))
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(source)) as original, \
+            av.open(buffer, "w", format="mpegts") as broken:
+        stream = original.streams.video[0]
+        target = broken.add_stream_from_template(stream)
+        packets = [p for p in original.demux(stream) if p.size]
+        step = packets[1].pts - packets[0].pts
+        for index, packet in enumerate(packets):
+            packet.dts = packet.pts - 2 * step  # decode times still rise
+            if index == 15:
+                packet.pts = packets[14].pts
+            packet.stream = target
+            broken.mux(packet)
+    data = buffer.getvalue()
+    # when it is redacted, then its chunk fails and says why (not with a muxer error)
+    with pytest.raises(BadInputError, match="two frames share a timestamp or come out of order"):
+        redact_in_process(data, POLICY.model_copy(update={"chunk_seconds": 10}))
+
+
 def test_pcm_audio_from_an_avi_camera_is_kept_as_aac_in_sync() -> None:
     # given an AVI with B-frames and PCM audio that declares only its channel count, as DVR
     # exports do

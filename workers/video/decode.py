@@ -22,7 +22,7 @@ Hazards handled here, because every later stage trusts what it gets:
   the decoder in display order whatever their stamps say, so there each one takes the smallest
   timestamp among those seen and not yet given out (:func:`_presentation_order`). Containers
   that stamp presentation times (MP4, MOV, Matroska, MPEG-TS) are taken as they are, and a
-  stamp that does not rise fails the chunk with a reason instead of a muxer error.
+  stamp in the range that does not rise fails the chunk with a reason, not a muxer error.
 """
 
 from __future__ import annotations
@@ -119,6 +119,10 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
                 if frame.is_corrupt:
                     raise BadInputError(_where(plan, pts, tb, "the decoder reports a corrupt "
                                                "frame (it concealed damaged data)"))
+                if last_pts is not None and pts <= last_pts:
+                    raise BadInputError(_where(plan, pts, tb, "two frames share a timestamp or "
+                                               "come out of order; the timestamps cannot be "
+                                               "trusted"))
                 if emitted:
                     _check_errors(logs, plan, pts, tb)
                 else:
@@ -156,7 +160,7 @@ def _presentation_order(frames: Iterable[av.VideoFrame], stream: av.video.stream
     elsewhere the frame's own, handed out at once."""
     pending: deque[av.VideoFrame] = deque()
     stamps: list[int] = []
-    depth, last = 0, None
+    depth = 0
     for frame in frames:
         pts = frame.pts if frame.pts is not None else frame.dts
         if pts is None:
@@ -166,18 +170,9 @@ def _presentation_order(frames: Iterable[av.VideoFrame], stream: av.video.stream
         if stamps_in_decode_order and stream.codec_context.reorder_depth:
             depth = REORDER_WINDOW
         while len(pending) > depth:
-            last = _next_stamp(last, heapq.heappop(stamps), plan)
-            yield pending.popleft(), last
+            yield pending.popleft(), heapq.heappop(stamps)
     while pending:
-        last = _next_stamp(last, heapq.heappop(stamps), plan)
-        yield pending.popleft(), last
-
-
-def _next_stamp(last: int | None, pts: int, plan: ChunkPlan) -> int:
-    if last is not None and pts <= last:
-        raise BadInputError(f"chunk {plan.index}: two frames share a timestamp or come out of "
-                            "order; the container's timestamps cannot be trusted")
-    return pts
+        yield pending.popleft(), heapq.heappop(stamps)
 
 
 def _convert(frame: av.VideoFrame, pts: int, info: VideoInfo, plan: ChunkPlan, nominal: int,
