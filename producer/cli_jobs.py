@@ -179,14 +179,14 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool)
 def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
            processes: int | None, as_json: bool) -> None:
     """Redact files in this process, without the stack (no ledger: for one-off use)."""
-    from producer.redact_local import count_inputs, redact_files, skipped_inputs
+    from producer.redact_local import redact_files, scan_inputs
     policy = _policy(policy_name)
     started = time.monotonic()
-    with progress_bar(count_inputs(list(paths)), "redact", not as_json) as tick:
+    inputs, skipped = scan_inputs(list(paths))
+    with progress_bar(len(inputs), "redact", not as_json) as tick:
         results = redact_files(list(paths), output, policy, processes=processes, progress=tick)
     seconds = time.monotonic() - started
     errors = [r for r in results if r.error]
-    skipped = skipped_inputs(list(paths))
     emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,
                               "faces": r.faces, "guard": r.guard, "error": r.error}
                              for r in results],

@@ -36,25 +36,32 @@ class LocalResult:
 
 def collect_inputs(paths: Sequence[Path]) -> list[Path]:
     """Files named directly, plus the images and videos (by content) under named folders."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_media(p))
-        else:
-            found.append(path)
-    return found
+    return scan_inputs(paths)[0]
 
 
 def count_inputs(paths: Sequence[Path]) -> int:
     return len(collect_inputs(paths))
 
 
-def skipped_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files under named folders that are neither images nor videos Veil reads (GIF, text,
-    sidecar files; hidden files aside): left out of the run, and reported so that nobody takes
-    a folder for done when some of it was not touched."""
-    return [p for path in paths if path.is_dir() for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and not _looks_like_media(p)]
+def scan_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The inputs (:func:`collect_inputs`) and, in one walk, the files under named folders
+    that are neither images nor videos Veil reads (GIF, text, sidecar files; hidden files
+    aside): left out of the run, and reported so that nobody takes a folder for done when some
+    of it was not touched."""
+    found: list[Path] = []
+    skipped: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for item in sorted(path.rglob("*")):
+            if not item.is_file():
+                continue
+            if _looks_like_media(item):
+                found.append(item)
+            elif not item.name.startswith("."):
+                skipped.append(item)
+    return found, skipped
 
 
 def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,

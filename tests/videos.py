@@ -248,6 +248,14 @@ def decode_video(data: bytes, keep_frames: bool = False) -> DecodedVideo:
                             rotation)
 
 
+def frame_packets(data: bytes, fps: int) -> dict[int, bytes]:
+    """The encoded bytes of each frame of a constant-rate video, by frame index."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        return {round(packet.pts * stream.time_base * fps): bytes(packet)
+                for packet in container.demux(stream) if packet.size}
+
+
 def write(path: Path, spec: VideoSpec) -> Path:
     path.write_bytes(make_video(spec))
     return path

@@ -32,6 +32,7 @@ from tests.videos import (
     face_box,
     face_core,
     face_destroyed,
+    frame_packets,
     make_video,
     read_index,
 )
@@ -194,7 +195,7 @@ def test_a_finding_opens_a_window_around_it_not_the_whole_chunk(
     # and their clean check
     assert guard["escalated"]["frame"] == 30 and guard["runs"] == 2
     assert guard["filled_frames"] == 15 and guard["checks"] == 4 + 2 + 4
-    first, final = _frame_packets(runs[0]), _frame_packets(output.data)
+    first, final = frame_packets(runs[0], spec.fps), frame_packets(output.data, spec.fps)
     assert sorted(final) == sorted(first) and len(final) == spec.frames
     assert all(final[i] == first[i] for i in range(20))  # copied, packet for packet
     assert all(final[i] != first[i] for i in range(25, spec.frames))  # filled: encoded anew
@@ -240,14 +241,6 @@ def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(ChunkGuard, "passes", recording)
     return runs
-
-
-def _frame_packets(data: bytes) -> dict[int, bytes]:
-    """The encoded bytes of each frame of a chunk of 10-fps video, by frame index."""
-    with av.open(io.BytesIO(data), mode="r") as container:
-        stream = container.streams.video[0]
-        return {round(packet.pts * stream.time_base * 10): bytes(packet)
-                for packet in container.demux(stream) if packet.size}
 
 
 def test_a_chain_follows_the_weak_region_and_stops_where_it_ends() -> None:

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.videos import frame_packets
 from workers.video.encode import ChunkEncoder, EncoderSettings
 from workers.video.splice import SpliceError, SplicingEncoder, plan_splice
 
@@ -36,13 +37,6 @@ def _times(*indices: int) -> list[Fraction]:
     return [Fraction(i, 10) for i in indices]
 
 
-def _packets(data: bytes) -> dict[int, bytes]:
-    with av.open(io.BytesIO(data), mode="r") as container:
-        stream = container.streams.video[0]
-        return {round(p.pts * stream.time_base * 10): bytes(p) for p in container.demux(stream)
-                if p.size}
-
-
 @pytest.fixture(scope="module")
 def base() -> bytes:
     return _encode()
@@ -66,7 +60,7 @@ def test_a_spliced_chunk_holds_the_new_frames_and_the_old_packets_elsewhere(
     # then only frames 10-19 were encoded again, and the chunk holds every frame once
     assert encoder.frames == 10
     spliced = encoder.finish()
-    old, new = _packets(base), _packets(spliced)
+    old, new = frame_packets(base, 10), frame_packets(spliced, 10)
     assert sorted(new) == list(range(FRAMES))
     assert all(new[i] == old[i] for i in [*range(10), *range(20, FRAMES)])
     with av.open(io.BytesIO(spliced), mode="r") as container:

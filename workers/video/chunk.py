@@ -124,19 +124,15 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
             if guard is None or splice is None:
                 raise
             guard.full_rerun()  # the GOPs do not fit: encode the whole chunk again
-            output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
-                                   keep_boxes, guard, None)
+            splice = None
+            continue
         if guard is None:
             return output
         if guard.passes(output.data, plan.index):
             output.tracks += guard.records()
             output.params["guard"] = guard.to_json()
             return output
-        try:  # the next run re-encodes only the GOPs the guard's changes touch
-            splice = guard.plan_rerun(output.data)
-        except SpliceError:
-            splice = None
-            guard.full_rerun()
+        splice = guard.plan_rerun(output.data)  # only the GOPs the guard's changes touch
 
 
 def _chunk_guard(policy: Policy, info: VideoInfo, detector: Detector) -> ChunkGuard | None:

@@ -55,7 +55,7 @@ from schemas.policy import Policy
 from workers.detectors.base import Detection, Detector
 from workers.guard import Detect, Finding, GuardFailure, check, fill, fill_region, regions_under
 from workers.redaction import enlarge_box, redacted_region
-from workers.video.splice import SplicePlan, plan_splice
+from workers.video.splice import SpliceError, SplicePlan, plan_splice
 from workers.video.track import TrackRecord, iou_matrix
 
 CHAIN_IOU = 0.4  # a region in the next frame continues a chain at this overlap or more
@@ -163,11 +163,15 @@ class ChunkGuard:
             self.window |= window
         return False
 
-    def plan_rerun(self, encoded: bytes) -> SplicePlan:
+    def plan_rerun(self, encoded: bytes) -> SplicePlan | None:
         """The GOPs of ``encoded`` the next run re-encodes: those holding a changed frame.
-        Their frames leave ``clean`` (new bytes are checked anew). Raises
-        :class:`workers.video.splice.SpliceError` when the chunk cannot be spliced."""
-        plan = plan_splice(encoded, [self.times[index] for index in self.changed])
+        Their frames leave ``clean`` (new bytes are checked anew). None when the chunk cannot
+        be spliced: the next run encodes it whole (:meth:`full_rerun`)."""
+        try:
+            plan = plan_splice(encoded, [self.times[index] for index in self.changed])
+        except SpliceError:
+            self.full_rerun()
+            return None
         self.clean -= {index for index, time in self.times.items() if plan.rewrites(time)}
         return plan
 

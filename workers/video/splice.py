@@ -43,8 +43,15 @@ class SplicePlan:
     base: bytes
     segments: list[tuple[Fraction, Fraction | None]]
 
+    def segment_of(self, time: Fraction) -> int | None:
+        """The position of the segment holding ``time``, or None: the frame is kept."""
+        for position, (start, end) in enumerate(self.segments):
+            if start <= time and (end is None or time < end):
+                return position
+        return None
+
     def rewrites(self, time: Fraction) -> bool:
-        return any(start <= time and (end is None or time < end) for start, end in self.segments)
+        return self.segment_of(time) is not None
 
 
 def plan_splice(base: bytes, changed: Iterable[Fraction]) -> SplicePlan:
@@ -85,7 +92,10 @@ class SplicingEncoder:
 
     def write(self, image: NDArray[np.uint8], pts: int, duration: int,
               key: bool = False) -> None:
-        segment = self._segment(pts * Fraction(self.settings.time_base))
+        time = pts * Fraction(self.settings.time_base)
+        segment = self.plan.segment_of(time)
+        if segment is None:
+            raise SpliceError(f"a frame at {float(time):.3f} s is in no segment to re-encode")
         if self._open is None or self._open[0] != segment:
             if self._open is not None:
                 self._done.append(self._open[1].finish())
@@ -106,12 +116,6 @@ class SplicingEncoder:
     def abort(self) -> None:
         if self._open is not None:
             self._open[1].abort()
-
-    def _segment(self, time: Fraction) -> int:
-        for position, (start, end) in enumerate(self.plan.segments):
-            if start <= time and (end is None or time < end):
-                return position
-        raise SpliceError(f"a frame at {float(time):.3f} s is in no segment to re-encode")
 
 
 def splice(plan: SplicePlan, segments: list[bytes]) -> bytes:
