@@ -8,6 +8,7 @@ variable cannot ship the development secrets.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -134,8 +135,22 @@ class RetentionSettings(BaseModel):
     s3_object_lock: bool = True
 
 
+def default_state_dir() -> Path:
+    """Where the local stack keeps its state, logs and the int8 model cache.
+
+    In a source checkout (``pyproject.toml`` beside the packages) it is the checkout's
+    git-ignored ``.state/``, as the Makefile and the tests expect. An installed package must not
+    write into ``site-packages`` (read-only for a service user, and shared by every user), so
+    there it is ``$XDG_STATE_HOME/veil`` (``~/.local/state/veil``).
+    """
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "infra").is_dir():
+        return REPO_ROOT / ".state"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "veil"
+
+
 class StackSettings(BaseModel):
-    state_dir: Path = REPO_ROOT / ".state"
+    state_dir: Path = Field(default_factory=default_state_dir)
     s3_port: int = 8333
     master_port: int = 9333
     volume_port: int = 8080

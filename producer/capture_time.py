@@ -14,6 +14,10 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+# Imported here, not inside the broad ``except`` below: a missing Pillow must fail loudly at
+# start-up, not turn every capture time into None (which silently drops photos from `veil dsar`).
+from PIL import Image
+
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x9003, 0x9004
 _OFFSET_ORIGINAL, _OFFSET_DIGITIZED = 0x9011, 0x9012
@@ -35,8 +39,6 @@ def media_facts(data: bytes, kind: str) -> MediaFacts:
 
 
 def exif_capture_time(data: bytes) -> datetime | None:
-    from PIL import Image
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as img:

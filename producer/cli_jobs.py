@@ -92,7 +92,7 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
     pending = [r for r in results if r.state in ("queued", "running")]
 
     def text() -> list[str]:
-        lines = [f"{r.source_id or '-':<36}  {r.state:<9} {r.name}"
+        lines = [f"{str(r.source_id or '-'):<36}  {r.state:<9} {r.name}"
                  f"{' (duplicate)' if r.duplicate else ''}{': ' + r.error if r.error else ''}"
                  for r in results]
         return [*lines, f"{len(results)} files, {len(queued)} queued, "

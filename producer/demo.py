@@ -1,9 +1,10 @@
 """`make demo`: the main job on the embedded stack, end to end, in about a minute.
 
 Brings the stack up, starts a worker and Flower in the background, builds a small demo set with
-real faces (scikit-image's public-domain astronaut and cameraman photos, at several sizes, in a
-group, rotated by EXIF, with GPS and PNG text metadata), ingests it through the queue, waits,
-exports the redacted files into ``demo-output/`` and prints a summary. It stops what it started.
+real faces (the public-domain astronaut and cameraman photos shipped in ``producer/assets``, at
+several sizes, in a group, rotated by EXIF, with GPS and PNG text metadata), ingests it through
+the queue, waits, exports the redacted files into ``demo-output/`` (in the current folder) and
+prints a summary. It stops what it started.
 """
 
 from __future__ import annotations
@@ -15,23 +16,36 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image, PngImagePlugin
 
-from infra.settings import REPO_ROOT, get_settings
+from infra.settings import get_settings
 from infra.stack import check_s3, stack_down, stack_up
 
 VEIL = str(Path(sys.executable).parent / "veil")
 
 
-def _faces() -> list[tuple[str, NDArray[np.uint8]]]:
-    from skimage import data
+def _asset(name: str) -> NDArray[np.uint8]:
+    """A shipped demo photo: package data, so the installed wheel has it (no dev-only library)."""
+    raw = np.frombuffer(resources.files("producer").joinpath("assets", name).read_bytes(), np.uint8)
+    frame = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    if frame is None:
+        raise RuntimeError(f"demo asset {name} is missing or unreadable")
+    return frame.astype(np.uint8)
 
-    astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    cameraman = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
+
+def _resized(frame: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+    return np.asarray(cv2.resize(frame, (width, height)), dtype=np.uint8)
+
+
+def _faces() -> list[tuple[str, NDArray[np.uint8]]]:
+    astronaut = _asset("astronaut.jpg")
+    cameraman = _asset("cameraman.jpg")
     group = np.full((520, 1040, 3), 235, np.uint8)
     for i, size in enumerate((240, 180, 140, 100)):
         x = 20 + sum((240, 180, 140, 100)[:i]) + 40 * i
@@ -39,16 +53,14 @@ def _faces() -> list[tuple[str, NDArray[np.uint8]]]:
     group[280:500, 20:240] = cv2.resize(cameraman, (220, 220))
     return [
         ("astronaut.jpg", astronaut),
-        ("astronaut-small.jpg", cv2.resize(astronaut, (160, 160))),
+        ("astronaut-small.jpg", _resized(astronaut, 160, 160)),
         ("cameraman.png", cameraman),
         ("group-photo.jpg", group),
-        ("crowd-far.jpg", cv2.resize(group, (520, 260))),
+        ("crowd-far.jpg", _resized(group, 520, 260)),
     ]
 
 
 def build_demo_set(folder: Path) -> int:
-    from PIL import Image, PngImagePlugin
-
     folder.mkdir(parents=True, exist_ok=True)
     faces = _faces()
     for name, frame in faces:
@@ -74,8 +86,7 @@ def build_demo_set(folder: Path) -> int:
 
 def _background(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     handle = open(log, "ab")  # noqa: SIM115 - owned by the child process
-    return subprocess.Popen(args, stdout=handle, stderr=handle, start_new_session=True,
-                            cwd=REPO_ROOT)
+    return subprocess.Popen(args, stdout=handle, stderr=handle, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -99,7 +110,7 @@ def main() -> int:
     flower = _background([VEIL, "flower"], logs / "demo-flower.log")
     flower_url = f"http://127.0.0.1:{settings.stack.flower_port}"
     try:
-        inbox = REPO_ROOT / ".state" / "demo-input"
+        inbox = settings.stack.state_dir / "demo-input"
         count = build_demo_set(inbox)
         print(f"== ingesting {count} demo images from {inbox}")
         t0 = time.monotonic()
@@ -110,7 +121,7 @@ def main() -> int:
             print(run.stderr, file=sys.stderr)
             return 1
         report = json.loads(run.stdout)["sources"]
-        out = REPO_ROOT / "demo-output"
+        out = Path.cwd() / "demo-output"
         ids = [s["source_id"] for s in report if s["state"] == "succeeded"]
         subprocess.run([VEIL, "export", *ids, "-o", str(out)], check=False,
                        capture_output=True, text=True)

@@ -20,6 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
 
-CALIBRATION = Path(__file__).with_name("centerface_int8_calibration.json")
+# Package data (pyproject.toml): an installed wheel must carry it, or every int8 load fails.
+CALIBRATION = Path(str(resources.files("workers.detectors") / "centerface_int8_calibration.json"))
 _INPUT = "input.1"
 # Names the steps below; change it when they change, so that cached models are rebuilt.
 _RECIPE = "qdq-u8s8-per-channel-minmax/no-landmarks/uint8-input/2"
