@@ -78,8 +78,8 @@ def measure(video: Path, processes: int) -> dict[str, Any]:
     try:
         started, frames = time.process_time(), 0
         for plan in plans:
-            frames += chunk.redact_chunk(data, info, plan, policy, detector, settings.video,
-                                         threads=1).frames
+            frames += chunk.redact_chunk(chunk.ChunkWork(data, info, plan, policy, detector,
+                                                         settings.video, threads=1)).frames
         total = time.process_time() - started
     finally:
         for (owner, attr, _, _), original in zip(patched, originals, strict=True):

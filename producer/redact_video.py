@@ -25,7 +25,7 @@ from schemas.policy import Policy
 from workers import runtime
 from workers.imageio import BadInputError
 from workers.video.assemble import AssemblyError, assemble
-from workers.video.chunk import ChunkOutput, redact_chunk
+from workers.video.chunk import ChunkOutput, ChunkWork, redact_chunk
 
 
 @dataclass
@@ -112,6 +112,6 @@ def _init_child(policy: Policy, threads: int) -> None:
 def _run_chunk(job: tuple[str, dict[str, Any], dict[str, Any], bool]) -> ChunkOutput:
     path, info, plan, keep_boxes = job
     with open(path, "rb") as handle:
-        return redact_chunk(handle, VideoInfo.from_json(info), ChunkPlan.from_json(plan),
-                            _child["policy"], _child["detector"], _child["video"],
-                            threads=_child["threads"], keep_boxes=keep_boxes)
+        return redact_chunk(ChunkWork(handle, VideoInfo.from_json(info), ChunkPlan.from_json(plan),
+                                      _child["policy"], _child["detector"], _child["video"],
+                                      threads=_child["threads"], keep_boxes=keep_boxes))

@@ -208,12 +208,14 @@ def run_pipeline(smoke: Smoke, inputs: Path) -> None:
         return f"{len(media)} photos by EXIF capture time"
 
     def redact() -> str:
-        out = json.loads(expect(smoke.veil("redact", str(inputs / "photo 0.jpg"), "-o",
+        out = json.loads(expect(smoke.veil("redact", str(inputs / "photo 0.jpg"),
+                                           str(inputs / "clip.mp4"), "-o",
                                            str(smoke.cwd / "redacted"), "--json")))
-        file = out["files"][0]
-        if file["error"] or file["faces"] < 1:
-            raise AssertionError(file)
-        return f"{file['faces']} face(s), guard {file['guard']}"
+        files = out["files"]
+        if len(files) != 2 or any(f["error"] or f["faces"] < 1 for f in files):
+            raise AssertionError(files)
+        return ", ".join(f"{Path(f['input']).name}: {f['faces']} face(s), guard {f['guard']}"
+                         for f in files)
 
     if not smoke.check("veil ingest DIR --wait (text mode)", ingest):
         return

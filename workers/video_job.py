@@ -33,7 +33,7 @@ from schemas.policy import Policy
 from workers.detectors.base import Detector
 from workers.reliability import PermanentJobError
 from workers.video.assemble import AssemblyError, assemble
-from workers.video.chunk import redact_chunk
+from workers.video.chunk import ChunkWork, redact_chunk
 
 Outcome = Literal["succeeded", "skipped", "cancelled"]
 Progress = Callable[[int, int], None]
@@ -86,8 +86,9 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     s3 = s3 or client_for("worker", settings)
     with open_original(s3, data_key, job, settings) as raw:
         fetched = time.perf_counter()
-        output = redact_chunk(raw, info, plan, policy, detector, settings.video, threads,
-                              progress=_progress_recorder(job.job_id, settings, progress))
+        output = redact_chunk(ChunkWork(
+            raw, info, plan, policy, detector, settings.video, threads,
+            progress=_progress_recorder(job.job_id, settings, progress)))
         raw_read = {"raw_bytes_read": raw.fetched, "raw_bytes": raw.size}
     redacted = time.perf_counter()
     stored = put_bytes(s3, settings.s3.bucket_work, chunk_key(job.source_id, plan.index),

@@ -39,7 +39,7 @@ from tests.videos import (
 from workers.detectors.base import Detection, Detector
 from workers.guard import Finding, GuardFailure, check
 from workers.video.assemble import assemble
-from workers.video.chunk import ChunkOutput, redact_chunk
+from workers.video.chunk import ChunkOutput, ChunkWork, redact_chunk
 from workers.video.frame_guard import ChunkGuard
 from workers.video.splice import SpliceError, SplicePlan
 
@@ -70,8 +70,8 @@ def _nothing(images: Sequence[NDArray[np.uint8]], policy: Policy,
 def _redact(data: bytes, policy: Policy, detector: Detector) -> ChunkOutput:
     info, packets = probe_video(data, get_settings().limits.max_image_pixels)
     (plan,) = plan_chunks(packets, info.tb, policy.chunk_seconds)
-    return redact_chunk(data, info, plan, policy, detector, get_settings().video,
-                        keep_boxes=True)
+    return redact_chunk(ChunkWork(data, info, plan, policy, detector, get_settings().video,
+                                  keep_boxes=True))
 
 
 def _faces_destroyed(source: bytes, output: ChunkOutput) -> list[bool]:
@@ -117,7 +117,8 @@ def test_every_frame_of_a_later_chunk_is_found_whatever_the_time_base(
     assert info.tb.denominator < 10_000
     plans = plan_chunks(packets, info.tb, policy.chunk_seconds)
     # when a chunk that does not start at time 0 is redacted
-    output = redact_chunk(data, info, plans[1], policy, detector, get_settings().video)
+    output = redact_chunk(ChunkWork(data, info, plans[1], policy, detector,
+                                    get_settings().video))
     # then the guard found every one of its frames in the encoded chunk and checked it
     guard = output.params["guard"]
     assert guard["action"] == "passed" and guard["checks"] == plans[1].frame_count == 10

@@ -21,7 +21,7 @@ from schemas.chunks import plan_chunks
 from schemas.policy import Policy
 from tests.videos import VideoSpec, make_video, read_index
 from workers.detectors.base import Detection, Detector
-from workers.video.chunk import redact_chunk
+from workers.video.chunk import ChunkWork, redact_chunk
 
 Box = tuple[float, float, float, float]
 POLICY = Policy(name="handover-test", raw_retention_s=3600, classes=["face"], chunk_seconds=1.0,
@@ -84,8 +84,8 @@ def _redact_chunks(data: bytes, schedule: dict[int, list[Box]]) -> tuple[list[li
     detector = ScriptedDetector(schedule)
     boxes: list[list[Box]] = []
     for plan in plans:
-        out = redact_chunk(data, info, plan, POLICY, detector, get_settings().video,
-                           keep_boxes=True)
+        out = redact_chunk(ChunkWork(data, info, plan, POLICY, detector, get_settings().video,
+                                     keep_boxes=True))
         assert out.frames == plan.frame_count
         boxes += out.boxes
     return boxes, [p.first_frame for p in plans[1:]]

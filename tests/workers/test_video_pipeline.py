@@ -24,7 +24,7 @@ from tests.videos import (
 from workers import runtime
 from workers.imageio import BadInputError
 from workers.video.assemble import assemble
-from workers.video.chunk import redact_chunk
+from workers.video.chunk import ChunkWork, redact_chunk
 
 POLICY = Policy(name="video-test", raw_retention_s=3600, classes=["face"], chunk_seconds=0.4)
 CLEAN_TAGS = {"major_brand", "minor_version", "compatible_brands"}  # the MP4 brand, from ftyp
@@ -33,7 +33,8 @@ CLEAN_TAGS = {"major_brand", "minor_version", "compatible_brands"}  # the MP4 br
 def redact_in_process(data: bytes, policy: Policy = POLICY) -> tuple[bytes, VideoInfo, int]:
     info, packets = probe_video(data, get_settings().limits.max_image_pixels)
     plans = plan_chunks(packets, info.tb, policy.chunk_seconds)
-    chunks = [redact_chunk(data, info, plan, policy, runtime.detector(), get_settings().video)
+    chunks = [redact_chunk(ChunkWork(data, info, plan, policy, runtime.detector(),
+                                     get_settings().video))
               for plan in plans]
     joined = assemble([c.data for c in chunks], info, data, policy.audio == "keep")
     return joined.data, info, len(plans)
@@ -194,4 +195,5 @@ def test_the_chunk_holding_a_corrupt_frame_fails_on_its_own() -> None:
     # fails: with B-frames the decoder reports the damage while it still hands out the frames
     # before the range, so the frame's own flag is what tells
     with pytest.raises(BadInputError, match=f"chunk {plan.index}: .*corrupt"):
-        redact_chunk(corrupt, info, plan, POLICY, runtime.detector(), get_settings().video)
+        redact_chunk(ChunkWork(corrupt, info, plan, POLICY, runtime.detector(),
+                               get_settings().video))

@@ -77,41 +77,44 @@ def _open_original(original: VideoSource | None) -> av.container.InputContainer:
 
 def _mux(out: av.container.OutputContainer, inputs: list[av.container.InputContainer],
          source: av.container.InputContainer | None, info: VideoInfo) -> tuple[int, int, float]:
-    if not inputs:
-        raise AssemblyError("no chunk to assemble")
-    template = inputs[0].streams.video[0]
-    video_out = out.add_stream_from_template(template)
-    video_out.time_base = info.tb
-    for index, container in enumerate(inputs):
-        if container.streams.video[0].codec_context.extradata \
-                != template.codec_context.extradata:
-            raise AssemblyError(f"chunk {index} was encoded with other settings than chunk 0 "
-                                "(a node with another encoder?); the chunks cannot be joined")
-    audio_pairs = []
-    if source is not None:
-        for audio in source.streams.audio:
-            audio_pairs.append((audio, _audio_output(out, audio)))
+    video_out = _video_output(out, inputs, info)
+    audio_pairs = [] if source is None else \
+        [(audio, _audio_output(out, audio)) for audio in source.streams.audio]
     out.metadata.clear()
     for stream in out.streams:
         stream.metadata.clear()
     feeds = [_video_packets(inputs, video_out)]
-    transcoders = []
-    for audio, (target, copy) in audio_pairs:
-        if copy:
-            feeds.append(_copied_packets(source, audio, target))  # type: ignore[arg-type]
-        else:
-            transcoders.append((audio, target))
+    feeds += [_copied_packets(source, audio, target)  # type: ignore[arg-type]
+              for audio, (target, copy) in audio_pairs if copy]
     counter = _Counter()
     for _, packet in heapq.merge(*feeds, key=lambda item: item[0]):
         if packet.stream is video_out:
             counter.video(packet, info)
         out.mux(packet)
-    for audio, target in transcoders:
-        _transcode(source, audio, target, out)  # type: ignore[arg-type]
+    for audio, (target, copy) in audio_pairs:
+        if not copy:
+            _transcode(source, audio, target, out)  # type: ignore[arg-type]
     if counter.frames != info.frame_count:
         raise AssemblyError(f"the chunks hold {counter.frames} frames, the source has "
                             f"{info.frame_count}; refusing to publish an incomplete video")
     return counter.frames, len(audio_pairs), counter.end_s
+
+
+def _video_output(out: av.container.OutputContainer, inputs: list[av.container.InputContainer],
+                  info: VideoInfo) -> av.video.stream.VideoStream:
+    """The output's video stream, after checking that every chunk shares chunk 0's settings
+    (joining is a stream copy, so one parameter set must serve them all)."""
+    if not inputs:
+        raise AssemblyError("no chunk to assemble")
+    template = inputs[0].streams.video[0]
+    for index, container in enumerate(inputs):
+        if container.streams.video[0].codec_context.extradata \
+                != template.codec_context.extradata:
+            raise AssemblyError(f"chunk {index} was encoded with other settings than chunk 0 "
+                                "(a node with another encoder?); the chunks cannot be joined")
+    video_out = out.add_stream_from_template(template)
+    video_out.time_base = info.tb
+    return video_out  # type: ignore[return-value]
 
 
 class _Counter:

@@ -109,17 +109,29 @@ def detection_factor(height: int, width: int, limit: int) -> float:
     return best
 
 
-def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Policy,
-                 detector: Detector, video: VideoSettings, threads: int = 0,
-                 progress: Progress | None = None, keep_boxes: bool = False) -> ChunkOutput:
-    """Redact one chunk of the video in ``data`` (the file's bytes, or a seekable file object
-    such as :class:`infra.keyring.RawReader`) and return it encoded (MP4 bytes)."""
-    guard = _chunk_guard(policy, info, detector)
+@dataclass(frozen=True)
+class ChunkWork:
+    """One chunk to redact: the video (its bytes, or a seekable file object such as
+    :class:`infra.keyring.RawReader`), its probe and plan, and how to redact and encode it."""
+
+    data: VideoSource
+    info: VideoInfo
+    plan: ChunkPlan
+    policy: Policy
+    detector: Detector
+    video: VideoSettings
+    threads: int = 0
+    progress: Progress | None = None
+    keep_boxes: bool = False
+
+
+def redact_chunk(work: ChunkWork) -> ChunkOutput:
+    """Redact one chunk and return it encoded (MP4 bytes), re-run until the guard passes it."""
+    guard = _chunk_guard(work.policy, work.info, work.detector)
     splice: SplicePlan | None = None
     while True:
         try:
-            output = _redact_chunk(data, info, plan, policy, detector, video, threads, progress,
-                                   keep_boxes, guard, splice)
+            output = _redact_chunk(work, guard, splice)
         except SpliceError:
             if guard is None or splice is None:
                 raise
@@ -128,7 +140,7 @@ def redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Po
             continue
         if guard is None:
             return output
-        if guard.passes(output.data, plan.index):
+        if guard.passes(output.data, work.plan.index):
             output.tracks += guard.records()
             output.params["guard"] = guard.to_json()
             return output
@@ -158,21 +170,22 @@ def guard_every(policy: Policy, info: VideoInfo) -> int:
     return max(1, round(params.video_every_s * rate))
 
 
-def _redact_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, policy: Policy,
-                  detector: Detector, video: VideoSettings, threads: int,
-                  progress: Progress | None, keep_boxes: bool,
-                  guard: ChunkGuard | None, splice: SplicePlan | None = None) -> ChunkOutput:
+def _redact_chunk(work: ChunkWork, guard: ChunkGuard | None,
+                  splice: SplicePlan | None = None) -> ChunkOutput:
+    info, plan, policy, detector = work.info, work.plan, work.policy, work.detector
     width, height = info.display_size
-    settings = encoder_settings(info, policy, video, threads)
+    settings = encoder_settings(info, policy, work.video, work.threads)
     encoder = SplicingEncoder(settings, splice) if splice else ChunkEncoder(settings)
     handover = None
     if plan.end_pts is not None:  # a chunk follows: hand over to the tracker it will run
         start = max(0, plan.first_frame + plan.frame_count - WARMUP_FRAMES)
         handover = _Handover(Tracker(width, height), start, start + HANDOVER_SWITCH)
-    stage = _Stage(Tracker(width, height), encoder, policy, keep_boxes, handover, guard)
+    stage = _Stage(Tracker(width, height), encoder, policy, work.keep_boxes, handover, guard)
+    progress = work.progress
     try:
         batch: list[DecodedFrame] = []
-        for decoded in decode_chunk(data, info, plan, warmup=WARMUP_FRAMES, lookahead=FILL_GAP):
+        for decoded in decode_chunk(work.data, info, plan, warmup=WARMUP_FRAMES,
+                                   lookahead=FILL_GAP):
             batch.append(decoded)
             if len(batch) < BATCH:
                 continue

@@ -84,10 +84,6 @@ def decode_chunk(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: in
 
 def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lookahead: int,
             seek: int | None) -> Generator[DecodedFrame, None, None]:
-    tb = info.tb
-    nominal = max(1, round(1 / (Fraction(info.average_rate) * tb)))
-    emitted, ahead, last_pts = 0, 0, None
-    held: deque[tuple[av.VideoFrame, int]] = deque(maxlen=max(0, warmup))
     try:
         opened = open_video(data)
     except ProbeError as exc:
@@ -97,54 +93,105 @@ def _decode(data: VideoSource, info: VideoInfo, plan: ChunkPlan, warmup: int, lo
         stream.codec_context.thread_count = 1
         if seek is not None:
             container.seek(seek, stream=stream, backward=True, any_frame=False)
+        walk = _RangeWalk(info, plan, warmup, lookahead, logs)
         try:
             stamps_in_decode_order = container.format.name in DECODE_ORDER_STAMPS
             for frame, pts in _presentation_order(container.decode(stream), stream, plan,
                                                   stamps_in_decode_order):
-                if plan.end_pts is not None and pts >= plan.end_pts:
-                    if ahead == 0 and emitted:
-                        _check_errors(logs, plan, last_pts, tb)  # the range itself is clean
-                    if ahead >= lookahead:
-                        break
-                    yield _convert(frame, pts, info, plan, nominal,
-                                   plan.first_frame + emitted + ahead, lookahead=True)
-                    ahead += 1
-                    continue
-                if plan.start_pts is not None and pts < plan.start_pts:
-                    if emitted:
-                        raise BadInputError(_where(plan, pts, tb, "timestamps go backwards"))
-                    if warmup:
-                        held.append((frame, pts))
-                    continue
-                if frame.is_corrupt:
-                    raise BadInputError(_where(plan, pts, tb, "the decoder reports a corrupt "
-                                               "frame (it concealed damaged data)"))
-                if last_pts is not None and pts <= last_pts:
-                    raise BadInputError(_where(plan, pts, tb, "two frames share a timestamp or "
-                                               "come out of order; the timestamps cannot be "
-                                               "trusted"))
-                if emitted:
-                    _check_errors(logs, plan, pts, tb)
-                else:
-                    for k, (early, early_pts) in enumerate(held):
-                        yield _convert(early, early_pts, info, plan, nominal,
-                                       plan.first_frame - len(held) + k, warmup=True)
-                    held.clear()
-                    del logs[:]  # pre-roll errors concern frames that are never emitted
-                yield _convert(frame, pts, info, plan, nominal, plan.first_frame + emitted)
-                emitted += 1
-                last_pts = pts
+                if walk.done_after(pts):
+                    break
+                yield from walk.take(frame, pts)
         except av.error.FFmpegError as exc:
-            if not ahead:
-                raise BadInputError(_where(plan, last_pts, tb, f"the video does not decode: "
-                                           f"{exc}")) from exc
-        if emitted and not ahead:
-            _check_errors(logs, plan, last_pts, tb)
-    if emitted and (emitted != plan.frame_count or last_pts != plan.last_pts):
-        raise BadInputError(
-            f"chunk {plan.index}: decoded {emitted} frames (last at "
-            f"{_seconds(last_pts, tb)}), the container lists {plan.frame_count} (last at "
-            f"{_seconds(plan.last_pts, tb)}); the file is corrupt or truncated")
+            if not walk.ahead:
+                raise BadInputError(_where(plan, walk.last_pts, info.tb, f"the video does not "
+                                           f"decode: {exc}")) from exc
+        if walk.emitted and not walk.ahead:
+            _check_errors(logs, plan, walk.last_pts, info.tb)
+    walk.check_count()
+
+
+class _RangeWalk:
+    """Sorts decoded frames into warm-up, range and look-ahead, and checks each as it comes.
+
+    Frames before the range are held (the last ``warmup`` of them) and handed out just before
+    the range's first frame; the log of decoder errors is cleared there, since pre-roll errors
+    concern frames that are never emitted.
+    """
+
+    def __init__(self, info: VideoInfo, plan: ChunkPlan, warmup: int, lookahead: int,
+                 logs: list[tuple[int, str, str]]) -> None:
+        self.info, self.plan, self.logs = info, plan, logs
+        self.warmup, self.lookahead = warmup, lookahead
+        self.nominal = max(1, round(1 / (Fraction(info.average_rate) * info.tb)))
+        self.emitted = self.ahead = 0
+        self.last_pts: int | None = None
+        self.held: deque[tuple[av.VideoFrame, int]] = deque(maxlen=max(0, warmup))
+
+    def done_after(self, pts: int) -> bool:
+        """Past the range with every look-ahead frame given out (the range checked clean)."""
+        end = self.plan.end_pts
+        if end is None or pts < end:
+            return False
+        if self.ahead == 0 and self.emitted:
+            _check_errors(self.logs, self.plan, self.last_pts, self.info.tb)
+        return self.ahead >= self.lookahead
+
+    def take(self, frame: av.VideoFrame, pts: int) -> Iterator[DecodedFrame]:
+        plan = self.plan
+        if plan.end_pts is not None and pts >= plan.end_pts:
+            yield self._convert(frame, pts, plan.first_frame + self.emitted + self.ahead,
+                                lookahead=True)
+            self.ahead += 1
+        elif plan.start_pts is not None and pts < plan.start_pts:
+            if self.emitted:
+                raise BadInputError(self._where(pts, "timestamps go backwards"))
+            if self.warmup:
+                self.held.append((frame, pts))
+        else:
+            yield from self._in_range(frame, pts)
+
+    def _in_range(self, frame: av.VideoFrame, pts: int) -> Iterator[DecodedFrame]:
+        if frame.is_corrupt:
+            raise BadInputError(self._where(pts, "the decoder reports a corrupt frame (it "
+                                            "concealed damaged data)"))
+        if self.last_pts is not None and pts <= self.last_pts:
+            raise BadInputError(self._where(pts, "two frames share a timestamp or come out of "
+                                            "order; the timestamps cannot be trusted"))
+        if self.emitted:
+            _check_errors(self.logs, self.plan, pts, self.info.tb)
+        else:
+            first = self.plan.first_frame - len(self.held)
+            for k, (early, early_pts) in enumerate(self.held):
+                yield self._convert(early, early_pts, first + k, warmup=True)
+            self.held.clear()
+            del self.logs[:]  # pre-roll errors concern frames that are never emitted
+        yield self._convert(frame, pts, self.plan.first_frame + self.emitted)
+        self.emitted += 1
+        self.last_pts = pts
+
+    def check_count(self) -> None:
+        plan, tb = self.plan, self.info.tb
+        if self.emitted and (self.emitted != plan.frame_count or self.last_pts != plan.last_pts):
+            raise BadInputError(
+                f"chunk {plan.index}: decoded {self.emitted} frames (last at "
+                f"{_seconds(self.last_pts, tb)}), the container lists {plan.frame_count} (last "
+                f"at {_seconds(plan.last_pts, tb)}); the file is corrupt or truncated")
+
+    def _where(self, pts: int | None, what: str) -> str:
+        return _where(self.plan, pts, self.info.tb, what)
+
+    def _convert(self, frame: av.VideoFrame, pts: int, index: int, warmup: bool = False,
+                 lookahead: bool = False) -> DecodedFrame:
+        info = self.info
+        if (frame.width, frame.height) != (info.width, info.height):
+            raise BadInputError(f"chunk {self.plan.index}: the frame size changes mid-stream "
+                                f"from {info.width}x{info.height} to "
+                                f"{frame.width}x{frame.height}")
+        image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+        if info.rotation:
+            image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
+        return DecodedFrame(pts=int(pts), duration=int(frame.duration or self.nominal),
+                            index=index, image=image, warmup=warmup, lookahead=lookahead)
 
 
 DECODE_ORDER_STAMPS = frozenset({"avi"})  # demuxers whose packets carry decode-order stamps
@@ -173,18 +220,6 @@ def _presentation_order(frames: Iterable[av.VideoFrame], stream: av.video.stream
             yield pending.popleft(), heapq.heappop(stamps)
     while pending:
         yield pending.popleft(), heapq.heappop(stamps)
-
-
-def _convert(frame: av.VideoFrame, pts: int, info: VideoInfo, plan: ChunkPlan, nominal: int,
-             index: int, warmup: bool = False, lookahead: bool = False) -> DecodedFrame:
-    if (frame.width, frame.height) != (info.width, info.height):
-        raise BadInputError(f"chunk {plan.index}: the frame size changes mid-stream from "
-                            f"{info.width}x{info.height} to {frame.width}x{frame.height}")
-    image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
-    if info.rotation:
-        image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
-    return DecodedFrame(pts=int(pts), duration=int(frame.duration or nominal), index=index,
-                        image=image, warmup=warmup, lookahead=lookahead)
 
 
 def _check_errors(logs: list[tuple[int, str, str]], plan: ChunkPlan, pts: int | None,
