@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--policy", default="street", help="policy name (policies file)")
     parser.add_argument("--deface", default="", help="deface CLI from its own venv (optional)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--record", action="store_true", help="write the figures to "
+                        "bench/quality.json, the latest measurement `veil report` shows")
     args = parser.parse_args()
     sets = {name: path for name, path in (("faces", args.faces), ("plates", args.plates))
             if path is not None}
@@ -138,6 +140,30 @@ def main() -> None:
         if args.deface:
             report[name]["deface"] = evaluate_deface(args.deface, path)
         print(json.dumps({name: report[name]}, indent=1), flush=True)
+    if args.record:
+        record_latest(report, sets)
+
+
+RECORD = Path(__file__).resolve().parent / "quality.json"
+
+
+def record_latest(report: dict[str, Any], sets: dict[str, Path]) -> None:
+    """Keep the latest figures (Veil's only) in ``bench/quality.json``: shipped with the
+    package, read by `veil report` for the DPIA annex. The data set is named by its folder."""
+    classes = {"faces": "face", "plates": "plate"}
+    figures = []
+    for name, path in sets.items():
+        veil = report[name]["veil"]
+        figures.append({
+            "class": classes[name], "data_set": path.parent.name, "boxes": veil.get("boxes"),
+            "coverage": veil.get("coverage"), "coverage_ge20": veil.get("coverage_ge20"),
+            "coverage_lt20": veil.get("coverage_lt20"),
+            "over_redaction": veil.get("over_redaction"),
+            "published_redetection_rate": veil["guard"]["published_redetection_rate"],
+            "guard_found_rate": veil["guard"]["found_rate"]})
+    RECORD.write_text(json.dumps({
+        "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "tool": "bench/quality.py",
+        "policy": report["policy"], "figures": figures}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

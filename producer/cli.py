@@ -101,15 +101,24 @@ def policy() -> None:
 @policy.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def policy_list(as_json: bool) -> None:
-    """List the policies declared in the policies file."""
+    """List the policies declared in the policies file: retention, classes and method, and
+    the purpose, legal basis and retention rationale each one is accountable for."""
     from infra.policies import load_policies
     policies = load_policies(load_settings())
-    emit(as_json, {n: p.model_dump(mode="json") for n, p in policies.items()}, lambda: [
-        f"{p.name:<12} v{p.version}  raw {_span(p.raw_retention_s)}  redacted "
-        f"{_span(p.redacted_retention_s)}  work {_span(p.work_retention_s)}  audio {p.audio}"
-        f"  classes {','.join(p.classes)}  {p.redaction.method}"
-        f"{' (weak)' if p.redaction.weak else ''}  {p.description}"
-        for p in policies.values()])
+    emit(as_json, {n: {**p.model_dump(mode="json"),
+                       "legal_basis_text": p.legal_basis_text,
+                       "needs_consent": p.needs_consent}
+                   for n, p in policies.items()}, lambda: [
+        line for p in policies.values() for line in (
+            f"{p.name:<12} v{p.version}  raw {_span(p.raw_retention_s)}  redacted "
+            f"{_span(p.redacted_retention_s)}  work {_span(p.work_retention_s)}  audio {p.audio}"
+            f"  classes {','.join(p.classes)}  {p.redaction.method}"
+            f"{' (weak)' if p.redaction.weak else ''}  {p.description}",
+            f"{'':<14}purpose: {p.purpose}",
+            f"{'':<14}legal basis: {p.legal_basis_text}"
+            f"{' (ingest needs --consent REF)' if p.needs_consent else ''}"
+            f" - {p.legal_basis.detail if p.legal_basis else ''}",
+            f"{'':<14}retention: {p.retention_rationale}")])
 
 
 def _span(seconds: int | None) -> str:
@@ -122,4 +131,12 @@ def _span(seconds: int | None) -> str:
     return f"{seconds}s"
 
 
-from producer import cli_jobs, cli_review, cli_rights, cli_services, cli_video  # noqa: E402,F401  (register their commands)
+from producer import (  # noqa: E402,F401  (register their commands)
+    cli_consent,
+    cli_jobs,
+    cli_report,
+    cli_review,
+    cli_rights,
+    cli_services,
+    cli_video,
+)

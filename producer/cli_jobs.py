@@ -46,13 +46,15 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--raw-ttl", callback=_duration, help="Override raw retention: 30d, 12h, 10s.")
 @click.option("--camera", help="Camera or source group, for access requests.")
 @click.option("--captured-at", type=click.DateTime(), help="Capture time when metadata lacks it.")
+@click.option("--consent", "consent_ref", metavar="REF", help="The subject's consent record "
+              "(veil consent add); required by a policy whose legal basis is consent.")
 @click.option("--wait", is_flag=True, help="Return when every job finished; exit 0 only if all "
               "succeeded.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | None,
-           camera: str | None, captured_at: datetime | None, wait: bool, timeout: float,
-           as_json: bool) -> None:
+           camera: str | None, captured_at: datetime | None, consent_ref: str | None, wait: bool,
+           timeout: float, as_json: bool) -> None:
     """Queue images for redaction: files, folders (recursive) or s3://bucket/prefix.
 
     Each original goes into the restricted `raw` bucket under its sha256; the same bytes twice
@@ -62,7 +64,7 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
     from producer.ingest import IngestError, IngestOptions, collect_inputs, ingest, wait_for
     settings = load_settings()
     options = IngestOptions(policy=_policy(policy_name), raw_ttl_s=raw_ttl, camera=camera,
-                            captured_at=captured_at)
+                            captured_at=captured_at, consent_ref=consent_ref)
     started = time.monotonic()
     with service_errors():
         try:
@@ -71,7 +73,10 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
             raise click.BadParameter(str(exc), param_hint="TARGETS") from exc
         app = make_celery(settings, name="veil-producer")
         with progress_bar(len(items), "ingest", not as_json) as tick:
-            results = ingest(items, options, settings, app, progress=tick)
+            try:
+                results = ingest(items, options, settings, app, progress=tick)
+            except IngestError as exc:  # refused before anything was stored (consent)
+                raise click.BadParameter(str(exc), param_hint="--consent") from exc
         queued = [r.source_id for r in results if r.source_id and not r.duplicate]
         states: dict[uuid.UUID, tuple[str, str | None]] = {}
         if wait and queued:

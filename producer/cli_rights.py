@@ -89,7 +89,9 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
 @click.argument("source_ids", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (request reference, consent withdrawn...). "
               "Recorded in the audit trail.")
-def erase(source_ids: tuple[str, ...], reason: str) -> None:
+@click.option("--received", "received_at", callback=_time,
+              help="When the request came in (ISO 8601; default now), for response times.")
+def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None) -> None:
     """Erase sources now: the right to erasure, or consent withdrawn.
 
     Cancels their jobs, destroys each raw original's key, deletes every version of the original
@@ -103,7 +105,8 @@ def erase(source_ids: tuple[str, ...], reason: str) -> None:
         raise click.BadParameter("give a reason", param_hint="--reason")
     settings = load_settings()
     with service_errors():
-        receipts = run_erase(settings, parse_source_ids(source_ids), reason, operator_identity())
+        receipts = run_erase(settings, parse_source_ids(source_ids), reason, operator_identity(),
+                             received_at)
     click.echo(json.dumps(receipts, indent=2, default=str))
     problems = [r for r in receipts if r.get("refused") or r.get("failed")]
     for r in problems:
@@ -125,14 +128,16 @@ def hold() -> None:
 @hold.command("set")
 @click.argument("source_id")
 @click.option("--reason", required=True, help="Case or order reference.")
+@click.option("--forbid-reveal", is_flag=True, help="Also refuse `veil dsar --reveal` on it.")
 @click.option("--json", "as_json", is_flag=True)
-def hold_set(source_id: str, reason: str, as_json: bool) -> None:
+def hold_set(source_id: str, reason: str, forbid_reveal: bool, as_json: bool) -> None:
     """Put SOURCE_ID under legal hold (also an S3 legal hold where the bucket has object lock)."""
     from producer.audit_log import operator_identity
     from producer.holds import set_hold
     settings = load_settings()
     with service_errors(), _rights_errors():
-        result = set_hold(settings, parse_source_ids((source_id,))[0], reason, operator_identity())
+        result = set_hold(settings, parse_source_ids((source_id,))[0], reason, operator_identity(),
+                          forbid_reveal=forbid_reveal)
     emit(as_json, result, lambda: [
         f"legal hold {result['hold_id']} set on source {source_id}: {result['objects_held']} "
         f"objects held, {result['s3_versions_locked']} S3 versions locked",
@@ -177,25 +182,54 @@ def hold_list(all_: bool, as_json: bool) -> None:
 @click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
 @click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The zip to write.")
+              help="The zip to write (with --preview: the contact sheet, a PNG).")
+@click.option("--clip", is_flag=True, help="Cut videos to the requested range.")
+@click.option("--preview", is_flag=True, help="Write a contact sheet of the recorded regions "
+              "with their ids (drawn on the redacted frames: no face shows) instead of a zip.")
+@click.option("--reveal", "reveal", multiple=True, type=int, metavar="REGION_ID",
+              help="Show this region (the requester) unredacted, from the raw original while it "
+              "is held; everyone else stays redacted. Repeatable. Audited.")
+@click.option("--received", "received_at", callback=_time,
+              help="When the request came in (ISO 8601; default now), for response times.")
 @click.option("--json", "as_json", is_flag=True)
-def dsar(camera: str, start: datetime, end: datetime, output: Path, as_json: bool) -> None:
-    """Answer a subject access request: the redacted recordings of CAMERA in a time range.
+def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, preview: bool,
+         reveal: tuple[int, ...], received_at: datetime | None, as_json: bool) -> None:
+    """Answer a subject access request: the recordings of CAMERA in a time range.
 
-    Writes a zip with the redacted media (JPEG, PNG, MP4) and a manifest (JSON and CSV) with
-    lineage, processing and retention dates of each recording. Every source exported is audited.
+    \b
+    1. veil dsar --camera C --from T1 --to T2 --preview -o sheet.png   (pick the requester)
+    2. veil dsar --camera C --from T1 --to T2 --clip --reveal 17 -o answer.zip
+
+    Writes a zip with the media (JPEG, PNG, MP4: redacted, or with the --reveal regions
+    unredacted) and a manifest (JSON and CSV) with lineage, purpose, legal basis, processing
+    and retention dates of each recording. Every source exported or revealed is audited.
+    A reveal is refused (exit 1) once the original is purged or under a hold forbidding it.
     """
     from producer.audit_log import operator_identity
-    from producer.dsar import export_dsar
+    from producer.dsar import DsarOptions, export_dsar, preview_dsar
     settings = load_settings()
-    with service_errors():
+    if preview and reveal:
+        raise click.BadParameter("--preview lists the regions; --reveal uses them: one at a time",
+                                 param_hint="--preview")
+    with service_errors(), _rights_errors():
         try:
-            result = export_dsar(settings, camera, start, end, output, operator_identity())
+            if preview:
+                regions = preview_dsar(settings, camera, start, end, output, operator_identity())
+                emit(as_json, {"path": str(output), "regions": regions}, lambda: [
+                    *(f"#{r['region_id']:<6} {r['class']:<5} source {r['source_id']} frames "
+                      f"{r['frames'][0]}-{r['frames'][1]}  {r['captured_at']}" for r in regions),
+                    f"{output}: contact sheet of {len(regions)} regions"])
+                return
+            result = export_dsar(settings, camera, start, end, output, operator_identity(),
+                                 DsarOptions(clip=clip, reveal=frozenset(reveal),
+                                             received_at=received_at))
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from exc
-    emit(as_json, {"path": str(result.path), "sources": result.sources, "files": result.files},
+    emit(as_json, {"path": str(result.path), "sources": result.sources, "files": result.files,
+                   "revealed": result.revealed},
          lambda: [f"{result.path}: {len(result.sources)} recordings on record, "
-                  f"{result.files} media files"])
+                  f"{result.files} media files"
+                  + (f", regions revealed in {len(result.revealed)}" if result.revealed else "")])
 
 
 # --- audit -------------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ TOMBSTONE_NAME = "erased"
 
 
 def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: str,
-                 s3: Minio | None = None) -> dict[str, Any]:
-    """Erase one source and everything derived from it; returns the receipt."""
+                 s3: Minio | None = None, received_at: datetime | None = None) -> dict[str, Any]:
+    """Erase one source and everything derived from it; returns the receipt. ``received_at``
+    (when the request came in) goes into the receipt for the response times of `veil report`."""
     if not reason.strip():
         raise RightsError(f"source {source_id}: an erasure needs a --reason")
     s3 = s3 or client_for("admin", settings)
@@ -80,6 +81,7 @@ def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
             "already_erased": source["erased_at"] is not None,
             "reason": reason,
             "actor": actor,
+            "received_at": (received_at or erased_at).isoformat(),
             "jobs_cancelled": [str(j) for j in cancelled],
             "key_destroyed": key_destroyed,
             "objects": receipts,
@@ -139,13 +141,13 @@ def _exports(conn: Conn, source_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 def erase(settings: Settings, source_ids: list[uuid.UUID], reason: str,
-          actor: str) -> list[dict[str, Any]]:
+          actor: str, received_at: datetime | None = None) -> list[dict[str, Any]]:
     """Erase several sources, each on its own; a refusal or failure is reported, not raised."""
     s3 = client_for("admin", settings)
     out: list[dict[str, Any]] = []
     for source_id in source_ids:
         try:
-            out.append(erase_source(settings, source_id, reason, actor, s3))
+            out.append(erase_source(settings, source_id, reason, actor, s3, received_at))
         except RightsError as exc:
             out.append({"source_id": str(source_id), "refused": str(exc)})
     return out

@@ -91,8 +91,9 @@ def _apply_s3_holds(s3: Minio, objects: list[tuple[str, str]], enabled: bool) ->
 
 
 def set_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: str,
-             s3: Minio | None = None) -> dict[str, Any]:
-    """Put a source under legal hold; refuses an erased source or one already held."""
+             s3: Minio | None = None, forbid_reveal: bool = False) -> dict[str, Any]:
+    """Put a source under legal hold; refuses an erased source or one already held.
+    ``forbid_reveal`` also refuses `veil dsar --reveal` on it while the hold lasts."""
     if not reason.strip():
         raise RightsError(f"source {source_id}: a legal hold needs a --reason")
     s3 = s3 or client_for("admin", settings)
@@ -108,15 +109,17 @@ def set_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: str,
         tasks = conn.execute("SELECT bucket, key, state FROM deletion_tasks WHERE source_id = %s"
                              " FOR UPDATE", (source_id,)).fetchall()
         hold_id = conn.execute(
-            "INSERT INTO legal_holds (source_id, reason, set_by) VALUES (%s, %s, %s)"
-            " RETURNING id", (source_id, reason, actor)).fetchone()["id"]  # type: ignore[index]
+            "INSERT INTO legal_holds (source_id, reason, set_by, forbids_reveal)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            (source_id, reason, actor, forbid_reveal)).fetchone()["id"]  # type: ignore[index]
         gone = {(t["bucket"], t["key"]) for t in tasks if t["state"] == "done"}
         objects = [o for o in source_objects(conn, s3, settings, source_id) if o not in gone]
         versions = _apply_s3_holds(s3, objects, True)
         conn.execute("UPDATE legal_holds SET s3_objects = %s WHERE id = %s", (versions, hold_id))
         result = {"hold_id": hold_id, "source_id": str(source_id), "reason": reason,
                   "set_by": actor, "objects_held": len(objects), "s3_versions_locked": versions,
-                  "already_deleted": [f"{b}/{k}" for b, k in sorted(gone)]}
+                  "already_deleted": [f"{b}/{k}" for b, k in sorted(gone)],
+                  "forbids_reveal": forbid_reveal}
         ledger.audit(conn, actor, AuditAction.HOLD_SET, source_id=source_id,
                      detail={k: v for k, v in result.items() if k != "source_id"})
     return result

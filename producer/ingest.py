@@ -30,6 +30,7 @@ from infra.db import Conn
 from infra.objectstore import client_for, get_bytes, list_sizes, put_stream
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
+from producer.consent import ConsentError, require_consent
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, SourceKind
@@ -73,6 +74,7 @@ class IngestOptions:
     raw_ttl_s: int | None = None
     camera: str | None = None
     captured_at: datetime | None = None
+    consent_ref: str | None = None  # required by a consent-based policy (producer.consent)
 
 
 def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem]:
@@ -164,6 +166,7 @@ def ingest(
     client = client_for("producer", settings)
     results: list[IngestResult] = []
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool, db.connect(settings, autocommit=True) as conn:
+        _check_consent(conn, options)
         for group in batches(items):
             batch = list(pool.map(lambda i: _read(i, settings), group))
             fresh = _unknown(conn, batch)
@@ -188,9 +191,18 @@ def _ingest_one(
     if prepared.result.state == "rejected":
         return prepared.result, None
     with db.connect(settings, autocommit=True) as conn:
+        _check_consent(conn, options)
         if _unknown(conn, [prepared]):
             _upload(prepared, settings, client)
         return prepared.result, _record(conn, prepared, options, settings) or None
+
+
+def _check_consent(conn: Conn, options: IngestOptions, lock: bool = False) -> None:
+    """Before anything is uploaded: a consent-based policy needs a live ``--consent``."""
+    try:
+        require_consent(conn, options.consent_ref, options.policy, lock=lock)
+    except ConsentError as exc:
+        raise IngestError(str(exc)) from exc
 
 
 def _read(item: InputItem, settings: Settings) -> _Prepared:
@@ -259,6 +271,12 @@ def _record(
     ttl = options.raw_ttl_s or options.policy.raw_retention_s
     facts, video = _describe(prepared, options, settings)
     with conn.transaction():
+        if options.consent_ref is not None:  # withdrawn since the batch began: refused
+            try:
+                _check_consent(conn, options, lock=True)
+            except IngestError as exc:
+                result.state, result.error = "rejected", str(exc)
+                return []
         inserted = conn.execute(
             "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
             " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
@@ -269,6 +287,11 @@ def _record(
              options.policy.version, Jsonb(options.policy.model_dump(mode="json")),
              options.camera, facts.captured_at or options.captured_at, item.origin),
         ).fetchone()
+        if inserted is not None:
+            conn.execute("UPDATE sources SET purpose = %s, legal_basis = %s, consent_ref = %s"
+                         " WHERE id = %s", (options.policy.purpose,
+                                            options.policy.legal_basis_text,
+                                            options.consent_ref, source_id))
         if inserted is None:
             _report_duplicate(conn, result)
             return []
@@ -302,7 +325,7 @@ def _record(
                      bucket=bucket, key=key,
                      detail={"sha256": digest, "size": len(prepared.data),
                              "origin": item.origin, "policy": options.policy.name,
-                             "raw_ttl_s": ttl})
+                             "raw_ttl_s": ttl, "consent": options.consent_ref})
     return rows
 
 

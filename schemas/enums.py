@@ -53,6 +53,10 @@ class AuditAction(StrEnum):
     PURGE_DEFERRED = "purge_deferred"
     PURGE_FAILED = "purge_failed"
     DSAR_EXPORT = "dsar_export"
+    DSAR_PREVIEW = "dsar_preview"
+    RAW_REVEAL = "raw_reveal"  # `veil dsar --reveal`: regions shown unredacted to an operator
+    CONSENT_ADD = "consent_add"
+    CONSENT_WITHDRAW = "consent_withdraw"
 
 
 class DetectionClass(StrEnum):

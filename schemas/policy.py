@@ -107,10 +107,64 @@ def _default_review() -> dict[ClassName, ReviewBand]:
             "text": ReviewBand(low=0.5, high=0.7)}
 
 
+Art6Ground = Literal["consent", "contract", "legal_obligation", "vital_interests", "public_task",
+                     "legitimate_interests"]
+Art9Condition = Literal["explicit_consent", "employment_social_security", "vital_interests",
+                        "not_for_profit_body", "made_public", "legal_claims",
+                        "substantial_public_interest", "health_care", "public_health",
+                        "archiving_research_statistics"]
+
+ART6_TEXT: dict[str, str] = {
+    "consent": "Art. 6(1)(a) consent", "contract": "Art. 6(1)(b) contract",
+    "legal_obligation": "Art. 6(1)(c) legal obligation",
+    "vital_interests": "Art. 6(1)(d) vital interests", "public_task": "Art. 6(1)(e) public task",
+    "legitimate_interests": "Art. 6(1)(f) legitimate interests"}
+ART9_TEXT: dict[str, str] = {
+    "explicit_consent": "Art. 9(2)(a) explicit consent",
+    "employment_social_security": "Art. 9(2)(b) employment and social security",
+    "vital_interests": "Art. 9(2)(c) vital interests",
+    "not_for_profit_body": "Art. 9(2)(d) not-for-profit body",
+    "made_public": "Art. 9(2)(e) made public by the data subject",
+    "legal_claims": "Art. 9(2)(f) legal claims", "substantial_public_interest":
+    "Art. 9(2)(g) substantial public interest", "health_care": "Art. 9(2)(h) health or social care",
+    "public_health": "Art. 9(2)(i) public health",
+    "archiving_research_statistics": "Art. 9(2)(j) archiving, research or statistics"}
+
+
+class LegalBasis(BaseModel):
+    """The ground the controller relies on (GDPR Art. 6), and the Art. 9 condition where special
+    categories (health, beliefs, ethnicity visible on camera...) are processed on purpose.
+
+    ``consent`` makes every ingest under the policy name a live consent record (``--consent``);
+    ``detail`` says what the ground rests on (the interest pursued and the balancing test, the
+    law, the study), because a ground without its reasons does not survive an audit.
+    """
+
+    art6: Art6Ground
+    art9: Art9Condition | None = None
+    detail: str = Field(min_length=1)
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.art6 == "consent" or self.art9 == "explicit_consent"
+
+    def describe(self) -> str:
+        text = ART6_TEXT[self.art6]
+        return f"{text}; {ART9_TEXT[self.art9]}" if self.art9 else text
+
+
 class Policy(BaseModel):
     name: str
     version: int = 1
     description: str = ""
+    # Accountability (Art. 5(2), 30): why, on what ground, and why kept this long. Required of
+    # every policy in the policies file (parse_policies): a policy that cannot say why it
+    # processes people's images must not process them. Optional here only for policies built in
+    # code (tests, benchmarks), which never reach the ledger's record of processing unnoticed:
+    # their sources show "not declared".
+    purpose: str = ""
+    legal_basis: LegalBasis | None = None
+    retention_rationale: str = ""
     raw_retention_s: int
     redacted_retention_s: int | None = None
     work_retention_s: int = 86400
@@ -125,6 +179,14 @@ class Policy(BaseModel):
     video_crf: int = Field(default=23, ge=0, le=51)
     video_detect_long_side: int = Field(default=640, ge=0)
     jpeg_quality: int = Field(default=92, ge=50, le=100)
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.legal_basis is not None and self.legal_basis.needs_consent
+
+    @property
+    def legal_basis_text(self) -> str:
+        return self.legal_basis.describe() if self.legal_basis else "not declared"
 
     @field_validator("raw_retention_s", "work_retention_s", mode="before")
     @classmethod
@@ -143,4 +205,14 @@ def parse_policies(text: str) -> dict[str, Policy]:
     tables = data.get("policies", {})
     if not tables:
         raise ValueError("the policies file declares no [policies.NAME] table")
-    return {name: Policy(name=name, **body) for name, body in tables.items()}
+    policies = {name: Policy(name=name, **body) for name, body in tables.items()}
+    for name, body in tables.items():
+        missing = [k for k in ACCOUNTABILITY_KEYS if not body.get(k)]
+        if missing:
+            raise ValueError(f"policy {name!r} does not declare {', '.join(missing)}: every "
+                             "policy says why it processes images, on what legal basis, and "
+                             "why its retention periods are what they are")
+    return policies
+
+
+ACCOUNTABILITY_KEYS = ("purpose", "legal_basis", "retention_rationale")

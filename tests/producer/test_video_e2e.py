@@ -32,10 +32,16 @@ VEIL = str(Path(sys.executable).parent / "veil")
 POLICIES = """
 [policies.video-test]
 raw_retention_s = "1h"
+purpose = "test recordings"
+legal_basis = { art6 = "legitimate_interests", detail = "tests" }
+retention_rationale = "tests"
 classes = ["face"]
 chunk_seconds = 0.4
 [policies.video-keep-audio]
 raw_retention_s = "1h"
+purpose = "test recordings"
+legal_basis = { art6 = "legitimate_interests", detail = "tests" }
+retention_rationale = "tests"
 classes = ["face"]
 chunk_seconds = 0.4
 audio = "keep"

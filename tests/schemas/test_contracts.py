@@ -72,3 +72,26 @@ def test_policy_file_errors_are_clear() -> None:
 ])
 def test_sniff_by_content(head: bytes, expected: tuple[str, str] | None) -> None:
     assert sniff(head) == expected
+
+
+def test_every_shipped_policy_declares_purpose_basis_and_retention_rationale() -> None:
+    # given the policies file that ships
+    from infra.policies import load_policies
+    policies = load_policies()
+    # then each says why, on what ground and why that long; CCTV on legitimate interests,
+    # research on consent (so its ingests need a consent record)
+    for policy in policies.values():
+        assert policy.purpose and policy.retention_rationale and policy.legal_basis, policy.name
+    assert policies["default"].legal_basis_text == "Art. 6(1)(f) legitimate interests"
+    assert policies["street"].legal_basis_text == "Art. 6(1)(f) legitimate interests"
+    assert policies["research"].needs_consent
+    assert not policies["default"].needs_consent
+
+
+def test_a_policy_without_legal_basis_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="policy 'x' does not declare purpose, legal_basis"):
+        parse_policies('[policies.x]\nraw_retention_s = "1d"')
+    with pytest.raises(ValueError, match="art6"):
+        parse_policies('[policies.x]\nraw_retention_s = "1d"\npurpose = "p"\n'
+                       'retention_rationale = "r"\n'
+                       'legal_basis = { art6 = "because", detail = "d" }')
