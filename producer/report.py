@@ -173,10 +173,12 @@ def _responses(conn: Conn, action: str, window: dict[str, Any]) -> dict[str, Any
 def _access_requests(conn: Conn, window: dict[str, Any]) -> dict[str, Any]:
     """Access requests answered: the events of one export share their transaction time."""
     rows = conn.execute(
-        "SELECT at, actor, detail->>'camera' AS camera, detail->>'received_at' AS received_at,"
-        " count(*) AS sources, bool_or(jsonb_array_length(coalesce(detail->'revealed_regions',"
-        " '[]'::jsonb)) > 0) AS revealed FROM audit_events WHERE action = 'dsar_export'"
-        " AND at >= %(from)s AND at < %(to)s GROUP BY at, actor, 2, 4 ORDER BY at",
+        "SELECT at, actor, camera, received_at, count(*) AS sources, bool_or(revealed)"
+        " AS revealed FROM (SELECT at, actor, detail->>'camera' AS camera,"
+        " detail->>'received_at' AS received_at, jsonb_array_length(coalesce("
+        "detail->'revealed_regions', '[]'::jsonb)) > 0 AS revealed FROM audit_events"
+        " WHERE action = 'dsar_export' AND at >= %(from)s AND at < %(to)s) e"
+        " GROUP BY at, actor, camera, received_at ORDER BY at",
         window).fetchall()
     return _with_times([dict(r) for r in rows])
 
