@@ -74,7 +74,8 @@ def test_report_renders_every_section_from_real_data(
     assert [h["source_id"] for h in data["holds"]] == [gate]
     assert {r["actor"] for r in data["raw_access"]} == {"worker"}
     assert data["quality"]["figures"][0]["data_set"] == "faces-dev"
-    assert data["deletions"]["on_time"] >= 1 and data["deletions"]["overdue"] == 1, data["deletions"]
+    deletions = data["deletions"]
+    assert deletions["on_time"] >= 1 and deletions["overdue"] == 1, deletions
     assert data["deletions"]["worst_delay_s"] >= 2 * 86400
 
     # and headless Chromium renders every section, names every policy's legal basis and
