@@ -130,13 +130,14 @@ WHERE action = 'raw_reveal' AND at >= %(from)s AND at < %(to)s ORDER BY at"""
 _DELETIONS = """
 SELECT bucket, reason, state, due_at, done_at, least(coalesce(done_at, now()), now()) - due_at
        AS delay
-FROM deletion_tasks WHERE due_at >= %(from)s AND due_at < least(%(to)s, now())
-  AND due_at < %(keep)s"""
+FROM deletion_tasks WHERE (due_at >= %(from)s OR state <> 'done')
+  AND due_at < least(%(to)s, now()) AND due_at < %(keep)s"""
 
 
 def _deletions(conn: Conn, window: dict[str, Any], grace: timedelta) -> dict[str, Any]:
-    """Deletions due in the period: done on time, done late, overdue (not done yet), deferred
-    by a legal hold; the worst delay, and each delay in minutes for the plot."""
+    """Deletions due in the period, and earlier ones still not done (an overdue deletion is
+    never left out because its due time is older than the period): done on time, done late,
+    overdue (not done yet), deferred by a legal hold; the worst delay; delays for the plot."""
     rows = conn.execute(_DELETIONS, {**window, "keep": ledger.KEEP_UNTIL_ERASED}).fetchall()
     out: dict[str, Any] = {"due": len(rows), "on_time": 0, "late": 0, "overdue": 0,
                            "deferred": 0, "worst_delay_s": 0.0, "delays_min": [],
