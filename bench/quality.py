@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--deface", default="", help="deface CLI from its own venv (optional)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--record", action="store_true", help="write the figures to "
-                        "bench/quality.json, the latest measurement `veil report` shows")
+                        "producer/assets/quality.json, the latest measurement `veil report` shows")
     args = parser.parse_args()
     sets = {name: path for name, path in (("faces", args.faces), ("plates", args.plates))
             if path is not None}
@@ -144,11 +144,11 @@ def main() -> None:
         record_latest(report, sets)
 
 
-RECORD = Path(__file__).resolve().parent / "quality.json"
+RECORD = Path(__file__).resolve().parent.parent / "producer" / "assets" / "quality.json"
 
 
 def record_latest(report: dict[str, Any], sets: dict[str, Path]) -> None:
-    """Keep the latest figures (Veil's only) in ``bench/quality.json``: shipped with the
+    """Keep the latest figures (Veil's only) in ``producer/assets/quality.json``: shipped with the
     package, read by `veil report` for the DPIA annex. The data set is named by its folder."""
     classes = {"faces": "face", "plates": "plate"}
     figures = []

@@ -2,9 +2,9 @@
 Art. 30) and the technical annex of a DPIA (Art. 35), from configuration and the ledger.
 
 Nothing in it is typed by hand: the policies come from the policies file, the quality figures
-from the latest `bench/quality.py --record` (``bench/quality.json``, shipped with the package),
-and everything else from the ledger for the period: sources ingested, guard outcomes, deletions
-due (on time, late, overdue), erasures, consent withdrawals and access requests with their
+from the latest `bench/quality.py --record` (``producer/assets/quality.json``, shipped with the
+package), and everything else from the ledger for the period: sources ingested, guard outcomes,
+deletions due (on time, late, overdue), erasures, consent withdrawals and access requests with their
 response times, legal holds, and raw-access events by actor. ``producer.report_render`` draws
 the plots and fills the template.
 
@@ -29,7 +29,7 @@ from infra.settings import Settings
 def load_quality() -> dict[str, Any] | None:
     """The latest quality figures shipped with the package (None when absent)."""
     try:
-        text = resources.files("bench").joinpath("quality.json").read_text()
+        text = resources.files("producer").joinpath("assets", "quality.json").read_text()
     except (FileNotFoundError, ModuleNotFoundError):
         return None
     data: dict[str, Any] = json.loads(text)
