@@ -53,6 +53,8 @@ class AuditAction(StrEnum):
     PURGE_DEFERRED = "purge_deferred"
     PURGE_FAILED = "purge_failed"
     DSAR_EXPORT = "dsar_export"
+    JOB_RETRY = "job_retry"
+    ORPHAN_FOUND = "orphan_found"
 
 
 class DetectionClass(StrEnum):
