@@ -68,11 +68,8 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         },
         "beat_schedule": {
             "relay-outbox": {"task": messages.RELAY_OUTBOX, "schedule": timedelta(seconds=10)},
-            # Every sweep_interval_s, expiring after one: a lost worker's job is re-queued within
-            # job_lease_s + sweep_interval_s (LimitSettings.lost_worker_requeue_bound_s).
-            "sweep-leases": {"task": messages.SWEEP_LEASES,
-                             "schedule": timedelta(seconds=limits.sweep_interval_s),
-                             "options": {"expires": limits.sweep_interval_s}},
+            # The lease sweeper is not here: it runs in beat's own thread every
+            # limits.sweep_interval_s (workers/app.py), so busy pool slots cannot delay it.
             "reconcile-objects": {"task": messages.RECONCILE_OBJECTS,
                                   "schedule": timedelta(seconds=limits.reconcile_interval_s),
                                   "options": {"expires": limits.reconcile_interval_s}},

@@ -77,7 +77,9 @@ class LimitSettings(BaseModel):
     job_lease_s: int = 60
     heartbeat_interval_s: int = 20
     sweep_interval_s: int = 60
-    max_attempts: int = 5
+    # Attempts of a job, whatever ended them; with the backoff below, 8 attempts wait about
+    # 2 minutes in all for a service to come back (5 waited ~16 s: a 20 s S3 outage failed jobs).
+    max_attempts: int = 8
     retry_backoff_max_s: int = 120
     relay_grace_s: int = 30
     # A queued job whose message may be lost (Redis restarted without persistence) is re-sent.

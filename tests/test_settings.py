@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+import time
 
 import pytest
 from pydantic import ValidationError
@@ -30,8 +31,8 @@ def test_every_task_is_routed_and_scheduled() -> None:
                                           messages.SWEEP_LEASES, messages.PURGE,
                                           messages.RECONCILE_OBJECTS}
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
-    assert scheduled == {messages.RELAY_OUTBOX, messages.SWEEP_LEASES, messages.PURGE,
-                         messages.RECONCILE_OBJECTS}
+    # the lease sweeper runs in beat's own thread instead (workers.app.sweep_forever)
+    assert scheduled == {messages.RELAY_OUTBOX, messages.PURGE, messages.RECONCILE_OBJECTS}
 
 
 def test_visibility_timeout_must_exceed_hard_limit() -> None:
@@ -42,11 +43,7 @@ def test_visibility_timeout_must_exceed_hard_limit() -> None:
 def test_default_settings_requeue_a_lost_workers_job_within_three_minutes() -> None:
     # given the defaults, when a worker dies right after renewing its lease,
     # then its lease runs out after job_lease_s and the next sweep comes within sweep_interval_s
-    settings = Settings()
-    limits = settings.limits
-    sweep = celery_config(settings)["beat_schedule"]["sweep-leases"]
-    assert sweep["schedule"] == timedelta(seconds=limits.sweep_interval_s)
-    assert sweep["options"]["expires"] <= limits.sweep_interval_s  # no backlog of old ticks
+    limits = Settings().limits
     assert limits.lost_worker_requeue_bound_s() == limits.job_lease_s + limits.sweep_interval_s
     assert limits.lost_worker_requeue_bound_s() <= 180
     assert (limits.job_lease_s, limits.heartbeat_interval_s) == (60, 20)
@@ -92,3 +89,36 @@ def test_fault_injection_is_refused_outside_tests(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("VEIL_ENV", "development")
     with pytest.raises(ValidationError, match="only with VEIL_ENV=test"):
         Settings(**{hook: 5})
+
+
+def test_beat_sweeps_on_its_own_thread_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given beat's sweeper with a 1 s interval (the sweep itself recorded, not run)
+    import workers.app
+    import workers.maintenance
+    from infra.settings import reset_settings_cache
+    monkeypatch.setenv("VEIL_LIMITS__SWEEP_INTERVAL_S", "1")
+    reset_settings_cache()
+    ticks: list[float] = []
+    monkeypatch.setattr(workers.maintenance, "sweep",
+                        lambda app, settings: ticks.append(time.monotonic()) or
+                        {"requeued": 0, "gave_up": 0, "sent": 0})
+    stop = threading.Event()
+    thread = threading.Thread(target=workers.app.sweep_forever, args=(stop,), daemon=True)
+    # when it runs for 3.5 s, then it swept about three times, no sooner than a second apart,
+    # and stops when asked
+    thread.start()
+    time.sleep(3.5)
+    stop.set()
+    thread.join(timeout=5)
+    reset_settings_cache()
+    assert 2 <= len(ticks) <= 3 and not thread.is_alive()
+    assert all(b - a >= 0.9 for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def test_transient_retries_outlast_a_service_restart() -> None:
+    # given the default retry budget, the backoffs a job waits before giving up on an
+    # unreachable service add up (on average: the jitter is uniform) to more than a minute
+    limits = Settings().limits
+    waits = [(0.5 + min(limits.retry_backoff_max_s, 2 ** (r + 1))) / 2
+             for r in range(limits.max_attempts - 1)]
+    assert sum(waits) >= 60

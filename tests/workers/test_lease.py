@@ -27,7 +27,7 @@ from workers.reliability import run_guarded
 def short(clean_ledger: Settings) -> Settings:
     """A 3 s lease renewed every second, on a queue no worker serves (nothing runs the job)."""
     limits = clean_ledger.limits.model_dump()
-    limits.update(job_lease_s=3, heartbeat_interval_s=1)
+    limits.update(job_lease_s=3, heartbeat_interval_s=1, max_attempts=5)
     return clean_ledger.model_copy(update={
         "limits": LimitSettings(**limits),
         "broker": clean_ledger.broker.model_copy(update={"queue_prefix": "veil-test-lease"})})
