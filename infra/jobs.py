@@ -123,20 +123,21 @@ def _outbox_rows(conn: Conn, jobs: list[tuple[str, str]]) -> list[tuple[int, str
 
 def stalled_jobs(conn: Conn, requeue_after_s: int, limit: int = 50) -> list[dict[str, Any]]:
     """Running jobs whose lease expired (their worker is presumed lost) and queued jobs that
-    waited longer than ``requeue_after_s``, oldest first, with how long they have been stuck.
+    waited longer than ``requeue_after_s``, oldest stall first: ``stalled_s`` counts from the
+    lease's end or from the end of the allowed wait, ``age_s`` from the claim (or enqueue).
 
     The sweeper acts on exactly these; seeing them in `veil status` for longer than a sweep
     interval means no sweeper runs (is `veil beat` up, and a worker on the maintenance queue?).
     """
     rows = conn.execute(
-        "SELECT id, source_id, kind, chunk_index, state, attempts, attempt_causes, worker,"
-        " CASE WHEN state = 'running' THEN lease_expires_at ELSE enqueued_at END AS since,"
-        " extract(epoch FROM now() - CASE WHEN state = 'running' THEN lease_expires_at"
-        "  ELSE enqueued_at END) AS stalled_s,"
+        "WITH stuck AS (SELECT *, CASE WHEN state = 'running' THEN lease_expires_at"
+        "  ELSE enqueued_at + make_interval(secs => %s) END AS since FROM jobs"
+        "  WHERE state IN ('running', 'queued'))"
+        " SELECT id, source_id, kind, chunk_index, state, attempts, attempt_causes, worker,"
+        " since, extract(epoch FROM now() - since) AS stalled_s,"
         " extract(epoch FROM now() - coalesce(started_at, enqueued_at)) AS age_s"
-        " FROM jobs WHERE (state = 'running' AND lease_expires_at < now())"
-        " OR (state = 'queued' AND enqueued_at < now() - make_interval(secs => %s))"
-        " ORDER BY since LIMIT %s", (requeue_after_s, limit)).fetchall()
+        " FROM stuck WHERE since < now() ORDER BY since LIMIT %s",
+        (requeue_after_s, limit)).fetchall()
     return [{"job_id": str(r["id"]), "source_id": str(r["source_id"]), "kind": r["kind"],
              "chunk_index": r["chunk_index"], "state": r["state"],
              "why": "lease expired" if r["state"] == "running" else "queued too long",

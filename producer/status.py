@@ -78,8 +78,9 @@ def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
         if source is None:
             return None
         jobs = conn.execute(
-            "SELECT id, kind, chunk_index, state, attempts, error, worker, enqueued_at, started_at,"
-            " finished_at, frame_start, frame_count, frames_done FROM jobs WHERE source_id = %s"
+            "SELECT id, kind, chunk_index, state, attempts, attempt_causes, error, worker,"
+            " enqueued_at, started_at, finished_at, lease_expires_at, frame_start, frame_count,"
+            " frames_done FROM jobs WHERE source_id = %s"
             " ORDER BY kind = 'assemble', chunk_index", (source_id,)
         ).fetchall()
         artifacts = conn.execute(

@@ -33,7 +33,8 @@ def test_status_lists_stalled_jobs_with_their_age(clean_ledger: Settings, tmp_pa
     assert str(fresh.job_id) not in text.stdout
     assert (f"stalled image    job {lost.job_id}  source {lost.source_id}  lease expired 3m"
             in text.stdout)
-    assert f"job {waiting.job_id}  source {waiting.source_id}  queued too long 2h00m" \
+    # (the queued job stalled when its allowed wait, requeue_after_s = 30 min, ran out)
+    assert f"job {waiting.job_id}  source {waiting.source_id}  queued too long 1h30m" \
         in text.stdout
     assert "stalled for longer than two sweeps" in text.stderr and text.returncode == 0
 
