@@ -64,10 +64,15 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
             messages.RELAY_OUTBOX: {"queue": maint_q},
             messages.SWEEP_LEASES: {"queue": maint_q},
             messages.PURGE: {"queue": maint_q},
+            messages.RECONCILE_OBJECTS: {"queue": maint_q},
         },
         "beat_schedule": {
             "relay-outbox": {"task": messages.RELAY_OUTBOX, "schedule": timedelta(seconds=10)},
-            "sweep-leases": {"task": messages.SWEEP_LEASES, "schedule": timedelta(seconds=60)},
+            # The lease sweeper is not here: it runs in beat's own thread every
+            # limits.sweep_interval_s (workers/app.py), so busy pool slots cannot delay it.
+            "reconcile-objects": {"task": messages.RECONCILE_OBJECTS,
+                                  "schedule": timedelta(seconds=limits.reconcile_interval_s),
+                                  "options": {"expires": limits.reconcile_interval_s}},
             # Expires after one interval: ticks missed while workers were down collapse into one.
             "purge": {"task": messages.PURGE,
                       "schedule": timedelta(seconds=settings.retention.purge_interval_s),

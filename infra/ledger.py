@@ -64,16 +64,30 @@ def load_job(conn: Conn, job_id: uuid.UUID | str) -> JobContext | None:
     return JobContext(**row) if row else None  # type: ignore[arg-type]
 
 
+def count_cause_sql(cause: str, when: str = "true") -> str:
+    """SQL for ``jobs.attempt_causes`` with ``cause`` counted once more (only ``when`` holds);
+    ``cause`` is one of ``infra.jobs.CAUSES`` (a constant, never user input)."""
+    return (f"CASE WHEN {when} THEN jsonb_set(attempt_causes, '{{{cause}}}',"
+            f" to_jsonb(coalesce((attempt_causes->>'{cause}')::int, 0) + 1))"
+            " ELSE attempt_causes END")
+
+
+_COUNT_REDELIVERY = count_cause_sql("redelivered", when="state = 'running'")
+
+
 def claim_job(
     conn: Conn, job_id: uuid.UUID | str, worker: str, lease_s: int
 ) -> JobContext | None:
     """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
 
     A re-delivered job that is still `running` is claimed again: at-least-once delivery means
-    a duplicate may run, and deterministic keys plus upserts make that harmless.
+    a duplicate may run, and deterministic keys plus upserts make that harmless. Such a claim
+    counts the attempt it ends as ``redelivered`` (a killed pool child's task comes back at once;
+    retries and the sweeper set the job `queued` first, with their own cause).
     """
     row = conn.execute(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = %s,"
+        f" attempt_causes = {_COUNT_REDELIVERY},"
         " lease_expires_at = now() + make_interval(secs => %s),"
         " started_at = now(), updated_at = now()"
         " WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
@@ -169,11 +183,15 @@ def schedule_deletion(
     due_at: datetime,
     reason: str,
 ) -> None:
-    """Write (or move) the deletion task of an object; called in the object's own transaction."""
+    """Write (or move) the deletion task of an object; called in the object's own transaction.
+
+    A task written before its object (an ingest's upload intent, ``source_id`` None) is taken
+    over by the object's record: its source, due time and reason replace the intent's."""
     conn.execute(
         "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (bucket, key) DO UPDATE"
-        " SET due_at = EXCLUDED.due_at, reason = EXCLUDED.reason"
+        " SET due_at = EXCLUDED.due_at, reason = EXCLUDED.reason,"
+        " source_id = coalesce(EXCLUDED.source_id, deletion_tasks.source_id)"
         " WHERE deletion_tasks.state <> 'done'",
         (source_id, bucket, key, due_at, reason),
     )

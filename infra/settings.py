@@ -70,12 +70,31 @@ class LimitSettings(BaseModel):
     task_hard_time_limit_s: int = 600
     # Redis re-delivers an unacknowledged task after this long; it must exceed the hard limit.
     visibility_timeout_s: int = 3600
-    # A running job whose lease expired is presumed dead and re-enqueued by the sweeper.
-    job_lease_s: int = 900
-    max_attempts: int = 5
+    # A running job renews its lease every heartbeat_interval_s (a thread in the worker child);
+    # the sweeper runs every sweep_interval_s and re-queues a running job whose lease expired.
+    # A lost worker's job is re-queued within job_lease_s + sweep_interval_s (120 s by default;
+    # docs/operating.md gives the arithmetic, tests/test_settings.py pins it under 180 s).
+    job_lease_s: int = 60
+    heartbeat_interval_s: int = 20
+    sweep_interval_s: int = 60
+    # Attempts of a job, whatever ended them; with the backoff below, 8 attempts wait about
+    # 2 minutes in all for a service to come back (5 waited ~16 s: a 20 s S3 outage failed jobs).
+    max_attempts: int = 8
     retry_backoff_max_s: int = 120
     relay_grace_s: int = 30
+    # A queued job whose message may be lost (Redis restarted without persistence) is re-sent.
     requeue_after_s: int = 1800
+    # An object in raw/work/redacted with no ledger row, older than this, gets a deletion task
+    # due now (the reconciler, every reconcile_interval_s); an ingest's upload intent (a
+    # deletion task written before the bytes) falls due this long after it was written.
+    orphan_grace_s: int = 900
+    reconcile_interval_s: int = 300
+
+    def lost_worker_requeue_bound_s(self) -> int:
+        """The latest a lost worker's job is re-queued after the worker died: its last lease
+        renewal was at most at the death, so the lease runs out within ``job_lease_s``, and the
+        next sweep comes within ``sweep_interval_s``."""
+        return self.job_lease_s + self.sweep_interval_s
 
 
 class ModelSettings(BaseModel):
@@ -179,6 +198,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = 0
     # Fault injection for the test suite only (a slow job to SIGKILL mid-way); refused elsewhere.
     test_job_delay_s: float = 0.0
+    # Fault injection: ingest pauses this long after uploading, before recording (to SIGKILL it).
+    test_ingest_pause_s: float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -190,8 +211,13 @@ class Settings(BaseSettings):
             )
         if self.limits.task_soft_time_limit_s >= hard:
             raise ValueError("limits.task_soft_time_limit_s must be below the hard limit")
-        if self.limits.job_lease_s <= hard:
-            raise ValueError("limits.job_lease_s must exceed the hard task time limit")
+        if self.limits.heartbeat_interval_s * 3 > self.limits.job_lease_s:
+            raise ValueError(
+                f"limits.heartbeat_interval_s ({self.limits.heartbeat_interval_s}) must be at most "
+                f"a third of limits.job_lease_s ({self.limits.job_lease_s}): a lease must survive "
+                "two late heartbeats, or a busy worker's job is re-queued while it runs")
+        if self.test_ingest_pause_s and self.env != "test":
+            raise ValueError("test_ingest_pause_s is allowed only with VEIL_ENV=test")
         if self.test_job_delay_s and self.env != "test":
             raise ValueError("test_job_delay_s is allowed only with VEIL_ENV=test")
         if self.env == "production":

@@ -141,9 +141,15 @@ def status(source_id: str | None, as_json: bool) -> None:
     click.echo(f"deletions due {dels['due']}  overdue {dels['overdue']}  deferred "
                f"{dels['deferred']}" + (f"  OLDEST OVERDUE {dels['oldest_overdue']}"
                                         if dels["overdue"] else ""))
-    from producer.status import overdue_warning
+    from producer.status import overdue_warning, stalled_lines, stalled_warning, unrecorded_line
     if warning := overdue_warning(data):  # a missed retention deadline must be loud
         click.secho(warning, fg="red", bold=True, err=True)
+    if warning := stalled_warning(data, settings):
+        click.secho(warning, fg="red", bold=True, err=True)
+    for line in stalled_lines(data):
+        click.echo(line)
+    if unrecorded := unrecorded_line(data):
+        click.echo(unrecorded)
     for f in data["failures"]:
         click.echo(f"failed  source {f['source_id']}  job {f['job_id']}: {f['error']}")
     for v in data.get("videos", []):
@@ -206,3 +212,46 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
         f"{len(errors)} failed, {len(skipped)} skipped, {seconds:.1f} s"])
     if errors:
         sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+def retry(job_ids: tuple[str, ...], all_failed: bool, as_json: bool) -> None:
+    """Re-queue failed jobs: JOB_ID... (see `veil status`) or --failed for all of them.
+
+    Each retry is audited with your login and the attempts the job had. A video is retried as a
+    whole: every failed job of its source. Refused, with the reason: jobs that are not failed,
+    jobs of erased sources, jobs whose original was already deleted. Exit 0 when every job
+    asked for was re-queued, 1 when one was refused, 2 for a bad id.
+    """
+    from infra.broker import make_celery
+    from producer.audit_log import operator_identity
+    from producer.retry import retry_jobs
+    if bool(job_ids) == all_failed:
+        raise click.UsageError("give JOB_ID... or --failed (not both)")
+    ids = None if all_failed else _job_ids(job_ids)
+    settings = load_settings()
+    with service_errors():
+        outcomes = retry_jobs(settings, make_celery(settings, name="veil-producer"), ids,
+                              operator_identity())
+    retried = [o for o in outcomes if o.retried]
+    refused = [o for o in outcomes if not o.retried]
+    emit(as_json, {"retried": [o.__dict__ for o in retried],
+                   "refused": [o.__dict__ for o in refused]}, lambda: [
+        *(f"retried  {o.message}" for o in retried),
+        *(f"REFUSED  {o.message}" for o in refused),
+        f"{len(retried)} re-queued, {len(refused)} refused"])
+    if refused:
+        sys.exit(EXIT_FAILED)
+
+
+def _job_ids(values: tuple[str, ...]) -> list[uuid.UUID]:
+    ids = []
+    for value in values:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError as exc:
+            raise click.BadParameter(f"not a job id: {value!r}", param_hint="JOB_IDS") from exc
+    return ids

@@ -60,11 +60,13 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
             due = due_deletions(settings)
             rows = [{"task_id": t.id, "source_id": str(t.source_id) if t.source_id else None,
                      "bucket": t.bucket, "key": t.key, "due_at": t.due_at.isoformat(),
-                     "hold_id": t.hold_id, "raw": t.is_raw} for t in due]
+                     "hold_id": t.hold_id, "raw": t.is_raw, "reason": t.reason,
+                     "unrecorded": t.source_id is None} for t in due]
             emit(as_json, rows, lambda: [
                 *(f"{r['due_at']}  {r['bucket']}/{r['key']}"
                   + (f"  HELD (legal hold {r['hold_id']}): would be deferred"
-                     if r["hold_id"] else "") for r in rows),
+                     if r["hold_id"] else "")
+                  + (f"  ({r['reason']})" if r["unrecorded"] else "") for r in rows),
                 f"{len(rows)} due (first 1000 shown); nothing deleted (dry run)"])
             return
         if not run_here:

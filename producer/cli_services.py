@@ -37,8 +37,9 @@ def worker(concurrency: int | None, loglevel: str, celery_args: tuple[str, ...])
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
-    """Run Celery beat: outbox relay every 10 s, lease sweeper and retention purge every minute
-    (`retention.purge_interval_s`)."""
+    """Run Celery beat: outbox relay every 10 s, lease sweeper (in beat itself) and retention
+    purge every minute (`limits.sweep_interval_s`, `retention.purge_interval_s`), orphan
+    reconciler every 5 minutes (`limits.reconcile_interval_s`)."""
     settings = load_settings()
     settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.stack.state_dir / "celerybeat-schedule"

@@ -1,9 +1,12 @@
 """Ingest: originals into `raw`, ledger rows in one transaction, tasks sent after commit.
 
-For each input: (1) put the bytes into `raw` under a key derived from their sha256; (2) in ONE
-PostgreSQL transaction write the source, its job, the raw deletion deadline, an outbox row and an
-audit event; (3) after commit send the task and mark the outbox row sent. A crash between (2) and
-(3) leaves an unsent outbox row that the relay sends later. The same bytes twice make one source.
+For each input: (0) commit its upload intent, a deletion task for its raw key due after
+``limits.orphan_grace_s``; (1) put the bytes into `raw` under a key derived from their sha256;
+(2) in ONE PostgreSQL transaction write the source, its job, the raw deletion deadline (which
+takes over the intent), an outbox row and an audit event; (3) after commit send the task and
+mark the outbox row sent. A crash between (1) and (2) leaves an object whose intent the purge
+deletes; a crash between (2) and (3) leaves an unsent outbox row that the relay sends later.
+The same bytes twice make one source.
 
 Inputs that are not images (zero bytes, garbage, unsupported formats) are ingested all the same
 and fail in the worker with a readable reason (invariant 7): the batch goes on, the original is
@@ -28,6 +31,7 @@ from psycopg.types.json import Jsonb
 from infra import db, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, get_bytes, list_sizes, put_stream
+from infra.reconcile import record_upload_intent
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
 from producer.consent import ConsentError, require_consent
@@ -170,7 +174,10 @@ def ingest(
         for group in batches(items):
             batch = list(pool.map(lambda i: _read(i, settings), group))
             fresh = _unknown(conn, batch)
+            _record_intents(conn, fresh, settings)
             list(pool.map(lambda p: _upload(p, settings, client), fresh))
+            if settings.test_ingest_pause_s:  # fault injection: a kill after the upload
+                time.sleep(settings.test_ingest_pause_s)
             rows = []
             for prepared in batch:
                 if prepared.result.state != "rejected":
@@ -193,6 +200,7 @@ def _ingest_one(
     with db.connect(settings, autocommit=True) as conn:
         _check_consent(conn, options)
         if _unknown(conn, [prepared]):
+            _record_intents(conn, [prepared], settings)
             _upload(prepared, settings, client)
         return prepared.result, _record(conn, prepared, options, settings) or None
 
@@ -245,6 +253,15 @@ def _unknown(conn: Conn, batch: Sequence[_Prepared]) -> list[_Prepared]:
 def _raw_location(prepared: _Prepared, settings: Settings) -> tuple[str, str]:
     assert prepared.result.sha256
     return settings.s3.bucket_raw, raw_key(prepared.result.sha256, extension_for(prepared.fmt))
+
+
+def _record_intents(conn: Conn, fresh: Sequence[_Prepared], settings: Settings) -> None:
+    """Before any byte is uploaded, each original gets a deletion task (its intent), committed:
+    an ingest killed between the upload and its record leaves no object without a deadline."""
+    with conn.transaction():
+        for prepared in fresh:
+            bucket, key = _raw_location(prepared, settings)
+            record_upload_intent(conn, bucket, key, settings)
 
 
 def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:

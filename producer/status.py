@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from infra import db
+from infra import db, jobs
+from infra.reconcile import unrecorded_objects
 from infra.settings import Settings
 
 
@@ -28,6 +29,8 @@ def overview(settings: Settings) -> dict[str, Any]:
             "SELECT count(*) AS n FROM deletion_tasks WHERE state = 'deferred'").fetchone()
         sources = conn.execute("SELECT count(*) AS n FROM sources").fetchone()
         videos = video_progress(conn)
+        stalled = jobs.stalled_jobs(conn, settings.limits.requeue_after_s)
+        unrecorded = unrecorded_objects(conn)
     return {
         "sources": sources["n"] if sources else 0,
         "jobs": {s: states.get(s, 0) for s in
@@ -43,6 +46,8 @@ def overview(settings: Settings) -> dict[str, Any]:
             "next_due": _iso(deletions.get("next_due")),
         },
         "videos": videos,
+        "stalled": stalled,
+        "unrecorded_objects": unrecorded,
     }
 
 
@@ -73,8 +78,9 @@ def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
         if source is None:
             return None
         jobs = conn.execute(
-            "SELECT id, kind, chunk_index, state, attempts, error, worker, enqueued_at, started_at,"
-            " finished_at, frame_start, frame_count, frames_done FROM jobs WHERE source_id = %s"
+            "SELECT id, kind, chunk_index, state, attempts, attempt_causes, error, worker,"
+            " enqueued_at, started_at, finished_at, lease_expires_at, frame_start, frame_count,"
+            " frames_done FROM jobs WHERE source_id = %s"
             " ORDER BY kind = 'assemble', chunk_index", (source_id,)
         ).fetchall()
         artifacts = conn.execute(
@@ -105,6 +111,44 @@ def overdue_warning(data: dict[str, Any]) -> str | None:
     return (f"WARNING: {dels['overdue']} deletions are OVERDUE (oldest due "
             f"{dels['oldest_overdue']}; {dels['failed']} failing). Is `veil beat` running with "
             "a worker? Run `veil purge --now`; see `veil purge --dry-run`.")
+
+
+def stalled_lines(data: dict[str, Any]) -> list[str]:
+    """One line per stalled job: what it waits for and for how long (`veil status` text)."""
+    return [f"stalled {j['kind']:<8} job {j['job_id']}  source {j['source_id']}  {j['why']} "
+            f"{_span(j['stalled_s'])} ago (age {_span(j['age_s'])}, {j['attempts']} attempts)"
+            for j in data.get("stalled", [])]
+
+
+def stalled_warning(data: dict[str, Any], settings: Settings) -> str | None:
+    """Shouted when a job stayed stalled longer than the sweeper should have let it."""
+    late = [j for j in data.get("stalled", [])
+            if j["stalled_s"] > 2 * settings.limits.sweep_interval_s]
+    if not late:
+        return None
+    return (f"WARNING: {len(late)} jobs stalled for longer than two sweeps "
+            f"({2 * settings.limits.sweep_interval_s} s). Is `veil beat` running, with a worker "
+            "on the maintenance queue?")
+
+
+def unrecorded_line(data: dict[str, Any]) -> str | None:
+    """Objects no source claims (orphans, unrecorded uploads): they are deleted when due."""
+    info = data.get("unrecorded_objects") or {}
+    if not (info.get("orphans") or info.get("unrecorded_uploads")):
+        return None
+    return (f"unrecorded objects: {info['orphans']} orphans (no ledger row), "
+            f"{info['unrecorded_uploads']} uploads of ingests that did not record them; "
+            f"deletion due from {info['next_due']} (see `veil purge --dry-run`)")
+
+
+def _span(seconds: float) -> str:
+    """97.0 -> 1m37s; 7300 -> 2h01m."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _iso(value: Any) -> str | None:

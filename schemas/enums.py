@@ -57,6 +57,8 @@ class AuditAction(StrEnum):
     RAW_REVEAL = "raw_reveal"  # `veil dsar --reveal`: regions shown unredacted to an operator
     CONSENT_ADD = "consent_add"
     CONSENT_WITHDRAW = "consent_withdraw"
+    JOB_RETRY = "job_retry"
+    ORPHAN_FOUND = "orphan_found"
 
 
 class DetectionClass(StrEnum):

@@ -12,6 +12,7 @@ SWEEP_LEASES: Final = "veil.sweep_leases"
 REDACT_CHUNK: Final = "veil.redact_chunk"
 ASSEMBLE_VIDEO: Final = "veil.assemble_video"
 PURGE: Final = "veil.purge"
+RECONCILE_OBJECTS: Final = "veil.reconcile_objects"
 
 TASK_FOR_JOB_KIND: Final = {"image": REDACT_IMAGE, "chunk": REDACT_CHUNK,
                             "assemble": ASSEMBLE_VIDEO}

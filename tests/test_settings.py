@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from pydantic import ValidationError
 
@@ -25,9 +28,11 @@ def test_celery_reliability_settings() -> None:
 def test_every_task_is_routed_and_scheduled() -> None:
     config = celery_config(Settings())
     assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.RELAY_OUTBOX,
-                                          messages.SWEEP_LEASES, messages.PURGE}
+                                          messages.SWEEP_LEASES, messages.PURGE,
+                                          messages.RECONCILE_OBJECTS}
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
-    assert scheduled == {messages.RELAY_OUTBOX, messages.SWEEP_LEASES, messages.PURGE}
+    # the lease sweeper runs in beat's own thread instead (workers.app.sweep_forever)
+    assert scheduled == {messages.RELAY_OUTBOX, messages.PURGE, messages.RECONCILE_OBJECTS}
 
 
 def test_visibility_timeout_must_exceed_hard_limit() -> None:
@@ -35,9 +40,30 @@ def test_visibility_timeout_must_exceed_hard_limit() -> None:
         Settings(limits=LimitSettings(task_hard_time_limit_s=600, visibility_timeout_s=600))
 
 
-def test_job_lease_must_exceed_hard_limit() -> None:
-    with pytest.raises(ValidationError, match="job_lease_s"):
-        Settings(limits=LimitSettings(task_hard_time_limit_s=600, job_lease_s=300))
+def test_default_settings_requeue_a_lost_workers_job_within_three_minutes() -> None:
+    # given the defaults, when a worker dies right after renewing its lease,
+    # then its lease runs out after job_lease_s and the next sweep comes within sweep_interval_s
+    limits = Settings().limits
+    assert limits.lost_worker_requeue_bound_s() == limits.job_lease_s + limits.sweep_interval_s
+    assert limits.lost_worker_requeue_bound_s() <= 180
+    assert (limits.job_lease_s, limits.heartbeat_interval_s) == (60, 20)
+
+
+def test_heartbeat_is_well_below_the_lease() -> None:
+    limits = Settings().limits
+    assert limits.heartbeat_interval_s * 3 <= limits.job_lease_s
+    with pytest.raises(ValidationError, match="heartbeat_interval_s"):
+        Settings(limits=LimitSettings(job_lease_s=60, heartbeat_interval_s=30))
+
+
+def test_a_lease_may_be_shorter_than_the_hard_limit_because_it_is_renewed() -> None:
+    limits = Settings(limits=LimitSettings(task_hard_time_limit_s=600, job_lease_s=60)).limits
+    assert limits.job_lease_s < limits.task_hard_time_limit_s < limits.visibility_timeout_s
+
+
+def test_orphans_are_found_within_minutes() -> None:
+    limits = Settings().limits
+    assert limits.orphan_grace_s + limits.reconcile_interval_s <= 20 * 60
 
 
 def test_production_refuses_default_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,7 +83,42 @@ def test_nested_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.limits.max_image_pixels == 1000
 
 
-def test_fault_injection_is_refused_outside_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("hook", ["test_job_delay_s", "test_ingest_pause_s"])
+def test_fault_injection_is_refused_outside_tests(monkeypatch: pytest.MonkeyPatch,
+                                                  hook: str) -> None:
     monkeypatch.setenv("VEIL_ENV", "development")
     with pytest.raises(ValidationError, match="only with VEIL_ENV=test"):
-        Settings(test_job_delay_s=5)
+        Settings(**{hook: 5})
+
+
+def test_beat_sweeps_on_its_own_thread_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given beat's sweeper with a 1 s interval (the sweep itself recorded, not run)
+    import workers.app
+    import workers.maintenance
+    from infra.settings import reset_settings_cache
+    monkeypatch.setenv("VEIL_LIMITS__SWEEP_INTERVAL_S", "1")
+    reset_settings_cache()
+    ticks: list[float] = []
+    monkeypatch.setattr(workers.maintenance, "sweep",
+                        lambda app, settings: ticks.append(time.monotonic()) or
+                        {"requeued": 0, "gave_up": 0, "sent": 0})
+    stop = threading.Event()
+    thread = threading.Thread(target=workers.app.sweep_forever, args=(stop,), daemon=True)
+    # when it runs for 3.5 s, then it swept about three times, no sooner than a second apart,
+    # and stops when asked
+    thread.start()
+    time.sleep(3.5)
+    stop.set()
+    thread.join(timeout=5)
+    reset_settings_cache()
+    assert 2 <= len(ticks) <= 3 and not thread.is_alive()
+    assert all(b - a >= 0.9 for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def test_transient_retries_outlast_a_service_restart() -> None:
+    # given the default retry budget, the backoffs a job waits before giving up on an
+    # unreachable service add up (on average: the jitter is uniform) to more than a minute
+    limits = Settings().limits
+    waits = [(0.5 + min(limits.retry_backoff_max_s, 2 ** (r + 1))) / 2
+             for r in range(limits.max_attempts - 1)]
+    assert sum(waits) >= 60

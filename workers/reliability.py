@@ -6,6 +6,9 @@ Errors fall in three groups:
 - transient (Redis, PostgreSQL or S3 unreachable, S3 5xx): retried with exponential backoff and
   jitter up to ``limits.max_attempts``, then failed and written to `dead_letters`;
 - anything else is a defect: retried once more in case it was the environment, then failed.
+
+Each retry counts its cause on the job (``transient`` or ``error``; the sweeper counts
+``worker_lost``), and the give-up reason names every cause with its count (``infra.jobs``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import psycopg
 import redis.exceptions
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from psycopg.types.json import Jsonb
 
-from infra import db, ledger
+from infra import db, jobs, ledger
 from infra.keyring import KeyDestroyedError, RawIntegrityError
 from infra.objectstore import is_transient
 from infra.settings import Settings
 from workers.imageio import BadInputError
+from workers.lease import LeaseHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +64,16 @@ def describe(exc: BaseException) -> str:
 
 
 def dead_letter(settings: Settings, job_id: str, task_name: str, reason: str, attempts: int,
-                actor: str) -> None:
+                actor: str, cause: str | None = None) -> None:
+    """Fail the job and keep a dead letter; with ``cause`` (the last attempt's), the reason
+    becomes the give-up reason naming every attempt's cause with its count."""
     with db.transaction(settings) as conn:
+        if cause is not None:
+            attempts, causes = jobs.attempts_of(conn, job_id)
+            causes[cause] = int(causes.get(cause, 0)) + 1
+            conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s",
+                         (Jsonb(causes), job_id))
+            reason = jobs.give_up_reason(attempts, causes, reason)
         ledger.fail_job(conn, job_id, reason, actor)
         conn.execute(
             "INSERT INTO dead_letters (job_id, task_name, error, attempts) VALUES (%s,%s,%s,%s)",
@@ -68,12 +81,24 @@ def dead_letter(settings: Settings, job_id: str, task_name: str, reason: str, at
         )
 
 
+def _count_retry(settings: Settings, job_id: str, cause: str) -> None:
+    """Record why this attempt ends in a retry; best effort: when PostgreSQL itself is the
+    transient error this fails, and the retry's claim counts it as a re-delivery instead."""
+    try:
+        with db.transaction(settings) as conn:
+            jobs.requeue_for_retry(conn, job_id, cause)
+    except Exception as exc:  # noqa: BLE001 - the retry goes ahead either way
+        log.warning("job %s: could not record the retry's cause (%s): %s", job_id, cause, exc)
+
+
 def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
                 body: Callable[[], Any]) -> Any:
-    """Run a job body under the retry policy; returns the body's result or ``"failed"``."""
+    """Run a job body under the retry policy, its lease renewed by heartbeat meanwhile; returns
+    the body's result or ``"failed"``."""
     retries = int(task.request.retries or 0)
     try:
-        return body()
+        with LeaseHeartbeat(settings, job_id, actor):
+            return body()
     except SoftTimeLimitExceeded:
         reason = (f"job {job_id} exceeded the time limit of "
                   f"{settings.limits.task_soft_time_limit_s} s")
@@ -86,13 +111,14 @@ def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
             with db.transaction(settings) as conn:
                 ledger.fail_job(conn, job_id, reason, actor)
             return "failed"
-        allowed = settings.limits.max_attempts - 1 if is_transient_error(exc) \
-            else UNKNOWN_ERROR_RETRIES
+        transient = is_transient_error(exc)
+        cause = "transient" if transient else "error"
+        allowed = settings.limits.max_attempts - 1 if transient else UNKNOWN_ERROR_RETRIES
         if retries >= allowed:
-            log.warning("job %s gave up after %d attempts: %s", job_id, retries + 1, reason)
-            dead_letter(settings, job_id, task.name, f"gave up after {retries + 1} attempts: "
-                        f"{reason}", retries + 1, actor)
+            log.warning("job %s gave up after %d retries: %s", job_id, retries, reason)
+            dead_letter(settings, job_id, task.name, reason, retries + 1, actor, cause=cause)
             return "failed"
         log.warning("job %s attempt %d failed, retrying: %s", job_id, retries + 1, reason)
+        _count_retry(settings, job_id, cause)
         raise task.retry(exc=exc, countdown=backoff_s(retries, settings.limits.retry_backoff_max_s),
                          max_retries=allowed) from exc

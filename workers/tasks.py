@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from celery.signals import celeryd_after_setup
 
-from infra import outbox
+from infra import outbox, reconcile
 from infra.settings import get_settings, reset_settings_cache
 from schemas import messages
 from workers import maintenance, runtime
@@ -46,3 +46,8 @@ def relay_outbox() -> int:
 @app.task(name=messages.SWEEP_LEASES, ignore_result=True)
 def sweep_leases() -> dict[str, int]:
     return maintenance.sweep(app, get_settings())
+
+
+@app.task(name=messages.RECONCILE_OBJECTS, ignore_result=True)
+def reconcile_objects() -> dict[str, object]:
+    return reconcile.reconcile(get_settings()).as_dict()

@@ -108,7 +108,7 @@ def test_sigkilled_worker_loses_no_job(clean_ledger: Settings, tmp_path: Path,
     finally:
         stop_worker(slow, signal.SIGKILL)
     assert _job(clean_ledger, result.job_id)["state"] == "running"
-    # the lease expires (forced here instead of waiting 15 minutes) and the sweeper re-queues
+    # the lease expires (forced here instead of waiting for it) and the sweeper re-queues
     with psycopg.connect(clean_ledger.db.url) as conn:
         conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s'")
     assert sweep(app, settings)["requeued"] == 1
