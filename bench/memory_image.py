@@ -64,7 +64,8 @@ def make_image(path: Path, side: int) -> None:
                        (40, 40, 40), -1)
         cv2.ellipse(frame, (x + size // 2, y + size * 7 // 10), (size // 7, size // 20), 0, 0,
                     360, (60, 60, 150), -1)
-    if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if path.suffix == ".png" else []
+    if not cv2.imwrite(str(path), frame, params):
         raise SystemExit(f"could not write the test image {path.name}")
 
 
@@ -145,8 +146,8 @@ def main() -> None:
         image = Path(work) / f"large.{args.format}"
         make_image(image, args.side)
         report: dict[str, object] = {
-            "image": f"{args.side}x{args.side} {args.format.upper()}, {args.side ** 2 / 1e6:.1f} MP, "
-                     f"{image.stat().st_size // 1024} KB",
+            "image": f"{args.side}x{args.side} {args.format.upper()}, "
+                     f"{args.side ** 2 / 1e6:.1f} MP, {image.stat().st_size // 1024} KB",
             "max_image_pixels": get_settings().limits.max_image_pixels}
         if args.only in (None, "redact"):
             report["veil_redact_j1"] = measure_redact(image, Path(work) / "out")

@@ -23,8 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from schemas.policy import Policy
-from workers.detectors.base import Detection, Detector
 from workers import image_frames
+from workers.detectors.base import Detection, Detector
 from workers.guard import GuardReport, enforce
 from workers.imageio import BadInputError, decode_image, encode_image, sniff_image_format
 from workers.redaction import redact
@@ -186,15 +186,15 @@ def redact_frames_bytes(data: bytes, fmt: str, policy: Policy, detector: Detecto
     t = time.perf_counter()
     encoded, ext = image_frames.encode_frames(out, decoded)
     timings["encode_s"] = time.perf_counter() - t
-    report = _merge_reports(reports) if guard else None
-    if report is not None:
-        timings["guard_s"] = report.seconds
+    merged = _merge_reports(reports) if guard else None
+    if merged is not None:
+        timings["guard_s"] = merged.seconds
     height, width = (out[0].height, out[0].width) if fmt == "gif" else out[0].shape[:2]
     return ImageResult(
         data=encoded, ext=ext, content_type=CONTENT_TYPES[ext], width=int(width),
         height=int(height), detections=[d for dets in found for d in dets],
         model_version=detector.model_version,
-        params=_params(detector, policy, ext, report, frames=len(out)), guard=report,
+        params=_params(detector, policy, ext, merged, frames=len(out)), guard=merged,
         timings=timings, frames=len(out),
         detection_frames=[i for i, dets in enumerate(found) for _ in dets])
 

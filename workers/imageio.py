@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -82,8 +83,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             f"not a supported image (the content is {_describe(data)}); supported: {SUPPORTED}")
     if fmt not in _OPENCV:
         from workers.image_frames import decode_still
-        frame = decode_still(data, fmt, max_pixels)
-        return DecodedImage(frame=frame, format=fmt, width=frame.shape[1], height=frame.shape[0])
+        still = decode_still(data, fmt, max_pixels)
+        return DecodedImage(frame=still, format=fmt, width=still.shape[1], height=still.shape[0])
     width, height = _header_size(data, fmt)
     if width <= 0 or height <= 0:
         raise BadInputError(f"{fmt} header declares an empty image ({width}x{height})")
@@ -93,6 +94,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             f"{max_pixels / 1e6:.0f} MP"
         )
     _check_complete(data, fmt)
+    frame: Any
     if fmt == "jpeg":
         with jpeg_decoder_warnings() as warnings:
             frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
