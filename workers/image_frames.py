@@ -15,6 +15,7 @@ Errors name the kind of problem, never bytes of the input.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, ImageSequence
 
-from workers.imageio import BadInputError
+from workers.imageio import BadInputError, check_complete
 
 Frame = NDArray[np.uint8]
 MAX_FRAMES = 2000
@@ -49,26 +50,33 @@ def _open(data: bytes, fmt: str) -> Image.Image:
     except Image.DecompressionBombError:
         raise BadInputError(f"{fmt} header declares an image above Pillow's safety limit") \
             from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad data
         raise BadInputError(f"corrupt or truncated {fmt} data: {_kind(exc)}") from None
     return image
 
 
-def frame_count(data: bytes, fmt: str | None) -> int:
-    """How many frames a TIFF, WebP or GIF holds (1 for anything else or unreadable data)."""
+def frame_count(data: bytes, fmt: str | None) -> int | None:
+    """How many frames a TIFF, WebP or GIF holds: 1 for other formats, None when the count
+    cannot be read (damaged data)."""
     if fmt not in SEQUENCE_FORMATS:
         return 1
     try:
-        with _open(data, fmt) as image:
-            return int(getattr(image, "n_frames", 1))
-    except (BadInputError, OSError, ValueError, EOFError):
-        return 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with _open(data, fmt) as image:
+                return int(getattr(image, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - damaged: decode_frames will say how
+        return None
 
 
 def is_sequence(data: bytes, fmt: str | None) -> bool:
     """True when the image must go through :func:`decode_frames`: every GIF, and TIFF or WebP
-    with more than one frame."""
-    return fmt == "gif" or (fmt in SEQUENCE_FORMATS and frame_count(data, fmt) > 1)
+    with more than one frame, or whose frames cannot be counted (so that damage after the first
+    frame fails the image instead of OpenCV publishing the first frame alone)."""
+    if fmt == "gif":
+        return True
+    count = frame_count(data, fmt)
+    return fmt in SEQUENCE_FORMATS and (count is None or count > 1)
 
 
 def output_extension_for(data: bytes, fmt: str | None) -> str | None:
@@ -77,8 +85,10 @@ def output_extension_for(data: bytes, fmt: str | None) -> str | None:
 
 
 def decode_still(data: bytes, fmt: str, max_pixels: int) -> Frame:
-    """A HEIC or AVIF still as one BGR frame; refuses sequences and images above the limit."""
-    with _open(data, fmt) as image:
+    """A HEIC or AVIF still as one BGR frame; refuses sequences and images above the limit.
+    A decoder warning (a truncated read) fails the image, as for every format here."""
+    with warnings.catch_warnings(), _open(data, fmt) as image:
+        warnings.simplefilter("error")
         frames = int(getattr(image, "n_frames", 1))
         if frames > 1:
             raise BadInputError(f"{fmt} holds {frames} images (a sequence or burst); only "
@@ -90,9 +100,11 @@ def decode_still(data: bytes, fmt: str, max_pixels: int) -> Frame:
 def decode_frames(data: bytes, fmt: str, max_pixels: int) -> DecodedFrames:
     """Every frame of a TIFF, WebP or GIF, each as a full BGR frame (GIF and WebP frames come
     composited onto the canvas, as a viewer shows them)."""
+    check_complete(data, fmt)
     decoded = DecodedFrames(frames=[], format=fmt)
     total = 0
-    with _open(data, fmt) as image:
+    with warnings.catch_warnings(), _open(data, fmt) as image:
+        warnings.simplefilter("error")
         decoded.loop = image.info.get("loop")
         for index, frame in enumerate(_frames(image, fmt)):
             if index >= MAX_FRAMES:
@@ -113,7 +125,9 @@ def decode_frames(data: bytes, fmt: str, max_pixels: int) -> DecodedFrames:
 def _frames(image: Image.Image, fmt: str) -> Iterator[Image.Image]:
     try:
         yield from ImageSequence.Iterator(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad data
         raise BadInputError(f"corrupt or truncated {fmt} data: {_kind(exc)}") from None
 
 
@@ -133,7 +147,7 @@ def _to_bgr(frame: Image.Image, fmt: str, index: int) -> Frame:
         frame.load()
         upright = ImageOps.exif_transpose(frame) if fmt in ("tiff", "webp") else frame
         rgb = np.asarray(upright.convert("RGB"), np.uint8)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad data
         raise BadInputError(f"corrupt or truncated {fmt} data: frame {index + 1} does not "
                             f"decode ({_kind(exc)})") from None
     return np.ascontiguousarray(rgb[:, :, ::-1])

@@ -93,7 +93,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the limit of "
             f"{max_pixels / 1e6:.0f} MP"
         )
-    _check_complete(data, fmt)
+    check_complete(data, fmt)
     frame: Any
     if fmt == "jpeg":
         with jpeg_decoder_warnings() as warnings:
@@ -232,7 +232,7 @@ _HEADER_READERS = {
 }
 
 
-def _check_complete(data: bytes, fmt: str) -> None:
+def check_complete(data: bytes, fmt: str) -> None:
     """Refuse files whose tail is missing; decoders may pad them with grey silently."""
     # The last start-of-scan must be followed by an end marker (a thumbnail has its own pair).
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
