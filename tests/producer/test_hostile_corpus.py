@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import psycopg
 import pytest
@@ -193,3 +192,7 @@ def test_ingest_text_output_escapes_names(corpus: tuple[Path, list[Case]],
     assert "symbolic link to a target outside the folder" in link["error"]
     # and the command prints no traceback for any of it
     assert "Traceback" not in refused.stderr
+    # when a name starting with "-" is given after "--", it is a file, not an option
+    dashed = veil("ingest", "--json", "--", "-starts-with-dash.jpg", cwd=folder)
+    assert dashed.returncode == 0, dashed.stderr[-2000:]
+    assert json.loads(dashed.stdout)["sources"][0]["file"] == "-starts-with-dash.jpg"
