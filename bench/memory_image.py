@@ -108,8 +108,10 @@ def measure_worker(image: Path) -> dict[str, object]:
                                "--without-gossip", "--without-mingle"],
                               stdout=log, stderr=log, start_new_session=True)
     try:
-        time.sleep(5.0)
-        children = _children(worker.pid)
+        deadline = time.monotonic() + 60
+        while not (children := _children(worker.pid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3.0)  # the child has imported the task modules
         idle_kib = _status_kib(children[0], "VmRSS") if children else 0
         started = time.monotonic()
         results = ingest(collect_inputs([str(image)], settings),

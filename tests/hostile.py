@@ -87,17 +87,22 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _blank_png(width: int, height: int) -> bytes:
+def _blank_png(width: int, height: int, salt: int) -> bytes:
     """A complete PNG of width x height black pixels: a few KB however large it declares."""
     rows = zlib.compress(b"".join(b"\x00" + bytes(width * 3) for _ in range(height)), 9)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows)
-            + _chunk(b"IEND", b""))
+    return _salted(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows)
+                   + _chunk(b"IEND", b""), salt)
 
 
-def _jpeg_declaring(width: int, height: int) -> bytes:
+def _salted(png: bytes, salt: int) -> bytes:
+    """``png`` with a text chunk after IHDR that makes its bytes (so its raw key) unique."""
+    return png[:33] + _chunk(b"tEXt", b"run\x00" + str(salt).encode()) + png[33:]
+
+
+def _jpeg_declaring(width: int, height: int, seed: int) -> bytes:
     """A real JPEG whose frame header is patched to declare ``width`` x ``height``."""
-    data = bytearray(_jpeg(90))
+    data = bytearray(_jpeg(seed))
     sof = data.find(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
@@ -113,9 +118,10 @@ def _corrupt_middle(data: bytes) -> bytes:
     return data[:middle] + b"\xff\xd3" + bytes(range(64)) + data[middle + 66:]
 
 
-def _video_without_video_stream() -> bytes:
+def _video_without_video_stream(salt: int) -> bytes:
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
+        container.metadata["comment"] = str(salt)
         stream = container.add_stream("aac", rate=16000)
         stream.layout = "mono"  # type: ignore[attr-defined]
         for i in range(10):
@@ -129,93 +135,104 @@ def _video_without_video_stream() -> bytes:
     return out.getvalue()
 
 
-def _video_zero_frames() -> bytes:
+def _video_zero_frames(salt: int) -> bytes:
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
+        container.metadata["comment"] = str(salt)
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"  # type: ignore[attr-defined]
         container.start_encoding()  # the header, with a video stream, and never a frame
     return out.getvalue()
 
 
-def _corrupt_video() -> bytes:
+def _corrupt_video(salt: int) -> bytes:
     """A short H.264 MP4 with junk written over its middle."""
-    data = bytearray(make_video(VideoSpec(frames=12, width=96, height=64, seed=18)))
+    spec = VideoSpec(frames=12, width=96, height=64, seed=18, title=str(salt))
+    data = bytearray(make_video(spec))
     middle = len(data) // 2
     data[middle:middle + 400] = np.random.default_rng(18).bytes(400)
     return bytes(data)
 
 
-def _text(secret: str) -> bytes:
-    return f"{secret}\nSecret Street 1, 12345 Town\nborn 1970-01-01\n".encode()
+def _text(secret: str, salt: int) -> bytes:
+    return f"{secret}\nSecret Street 1, 12345 Town\nborn 1970-01-01\nref {salt}\n".encode()
 
 
-def cases() -> list[Case]:
-    """The corpus: 42 files of 38 kinds."""
-    jpeg, png = _jpeg(1), _png(2)
-    gif3 = _save("GIF", frames(3, 3), duration=120, loop=0)
-    tiff3 = _save("TIFF", frames(3, 4), compression="tiff_deflate")
-    webp3 = _save("WEBP", frames(3, 5), duration=100, loop=0, lossless=True)
-    heic, avif = _save("HEIF", frames(1, 6)), _save("AVIF", frames(1, 7))
+def cases(salt: int) -> list[Case]:
+    """The corpus: 42 files of 38 kinds. ``salt`` makes every file's bytes this run's own:
+    originals are stored under their sha256 in a bucket other test runs share, and one run's
+    clean-up must not delete another's. (Only the empty file cannot be salted.)"""
+    s = salt * 100  # picture seeds: the face moves, so every frame's bytes differ per run
+    jpeg, png = _jpeg(s + 1), _png(s + 2)
+    gif3 = _save("GIF", frames(3, s + 3), duration=120, loop=0)
+    tiff3 = _save("TIFF", frames(3, s + 4), compression="tiff_deflate")
+    webp3 = _save("WEBP", frames(3, s + 5), duration=100, loop=0, lossless=True)
+    heic, avif = _save("HEIF", frames(1, s + 6)), _save("AVIF", frames(1, s + 7))
     truncated = "truncated|ends early|corrupt"
     return [
-        Case("plain.jpg", jpeg, True, ext="jpg", faces=_faces(1, 1)),
-        Case("plain.png", png, True, ext="png", faces=_faces(1, 2)),
+        Case("plain.jpg", jpeg, True, ext="jpg", faces=_faces(1, s + 1)),
+        Case("plain.png", png, True, ext="png", faces=_faces(1, s + 2)),
         Case("cut.jpg", jpeg[:len(jpeg) // 2], False, "truncated jpeg"),
         Case("concealed.jpg", _concealed(jpeg), False, "corrupt jpeg: the decoder reports"),
-        Case("concealed-progressive.jpg", _concealed(_jpeg(8, progressive=True)), False,
+        Case("concealed-progressive.jpg", _concealed(_jpeg(s + 8, progressive=True)), False,
              "corrupt jpeg: the decoder reports"),
-        Case("corrupt-middle.jpg", _corrupt_middle(_jpeg(9)), False, "corrupt jpeg"),
+        Case("corrupt-middle.jpg", _corrupt_middle(_jpeg(s + 9)), False, "corrupt jpeg"),
         Case("cut.png", png[:len(png) // 2], False, "truncated png"),
         Case("concealed.png", png[:len(png) // 2] + png[-12:], False, "corrupt or truncated png"),
-        Case("bomb-above.png", png_bomb(1500, 1500), False, "above the limit"),
-        Case("bomb-below.png", _blank_png(1400, 1400), True, ext="png"),
-        Case("huge-declared.jpg", _jpeg_declaring(60000, 60000), False, "above the limit"),
-        Case("zero-size.png", _blank_png(1, 1)[:16] + struct.pack(">II", 0, 0)
-             + _blank_png(1, 1)[24:], False, "empty image"),
+        Case("bomb-above.png", _salted(png_bomb(1500, 1500), salt), False, "above the limit"),
+        Case("bomb-below.png", _blank_png(1400, 1400, salt), True, ext="png"),
+        Case("huge-declared.jpg", _jpeg_declaring(60000, 60000, s + 19), False, "above the limit"),
+        Case("zero-size.png", _blank_png(1, 1, salt)[:16] + struct.pack(">II", 0, 0)
+             + _blank_png(1, 1, salt)[24:], False, "empty image"),
         Case("empty.jpg", b"", False, "empty"),
-        *(Case(f"note-{i}.jpg", _text(secret), False, "not a supported image")
+        *(Case(f"note-{i}.jpg", _text(secret, salt), False, "not a supported image")
           for i, secret in enumerate(SECRETS)),
-        Case("page.jpg", b"<html><body>" + SECRETS[0].encode() + b"</body></html>", False,
+        Case("page.jpg", f"<html><body>{SECRETS[0]} {salt}</body></html>".encode(), False,
              "plain text"),
-        Case("random.jpg", np.random.default_rng(3).bytes(3000), False, "not a supported"),
-        Case("animated.gif", gif3, True, ext="gif", frames=3, faces=_faces(3, 3)),
-        Case("still.gif", _save("GIF", frames(1, 10)), True, ext="gif", faces=_faces(1, 10)),
+        Case("random.jpg", np.random.default_rng(salt).bytes(3000), False, "not a supported"),
+        Case("animated.gif", gif3, True, ext="gif", frames=3, faces=_faces(3, s + 3)),
+        Case("still.gif", _save("GIF", frames(1, s + 10)), True, ext="gif",
+             faces=_faces(1, s + 10)),
         Case("cut.gif", gif3[:len(gif3) * 2 // 3], False, truncated),
-        Case("pages.tif", tiff3, True, ext="tif", frames=3, faces=_faces(3, 4)),
+        Case("pages.tif", tiff3, True, ext="tif", frames=3, faces=_faces(3, s + 4)),
         Case("cut.tif", tiff3[:len(tiff3) * 2 // 3], False, truncated),
-        Case("animated.webp", webp3, True, ext="webp", frames=3, faces=_faces(3, 5)),
+        Case("animated.webp", webp3, True, ext="webp", frames=3, faces=_faces(3, s + 5)),
         Case("cut.webp", webp3[:len(webp3) // 2], False, "truncated webp"),
-        Case("too-many-pixels.gif", _save("GIF", [np.full((1000, 1000, 3), 40 * i, np.uint8)
-                                                  for i in range(3)]),
+        Case("too-many-pixels.gif",
+             _save("GIF", [np.full((1000, 1000, 3), (40 * i, salt % 256, 0), np.uint8)
+                           for i in range(3)]),
              False, "frames hold .* above the limit"),
-        Case("still.heic", heic, True, ext="jpg", faces=_faces(1, 6)),
-        Case("still.avif", avif, True, ext="jpg", faces=_faces(1, 7)),
+        Case("still.heic", heic, True, ext="jpg", faces=_faces(1, s + 6)),
+        Case("still.avif", avif, True, ext="jpg", faces=_faces(1, s + 7)),
         Case("cut.heic", heic[:len(heic) // 2], False, truncated),
         Case("cut.avif", avif[:len(avif) // 2], False, truncated),
-        Case("sequence.avif", _save("AVIF", frames(2, 11)), False, "holds 2 images"),
-        Case("audio-only.mp4", _video_without_video_stream(), False, "video", video=True),
-        Case("zero-frames.mp4", _video_zero_frames(), False, "video|frame|stream", video=True),
-        Case("line\nbreak\x1b[31m.jpg", _jpeg(12), True, ext="jpg", faces=_faces(1, 12)),
-        Case("-starts-with-dash.jpg", _jpeg(13), True, ext="jpg", faces=_faces(1, 13)),
-        Case("n" * 246 + ".jpg", _jpeg(14), True, ext="jpg", faces=_faces(1, 14)),
+        Case("sequence.avif", _save("AVIF", frames(2, s + 11)), False, "holds 2 images"),
+        Case("audio-only.mp4", _video_without_video_stream(salt), False, "video", video=True),
+        Case("zero-frames.mp4", _video_zero_frames(salt), False, "video|frame|stream",
+             video=True),
+        Case("line\nbreak\x1b[31m.jpg", _jpeg(s + 12), True, ext="jpg",
+             faces=_faces(1, s + 12)),
+        Case("-starts-with-dash.jpg", _jpeg(s + 13), True, ext="jpg",
+             faces=_faces(1, s + 13)),
+        Case("n" * 246 + ".jpg", _jpeg(s + 14), True, ext="jpg", faces=_faces(1, s + 14)),
         # no extension: "x" * 255 + ".jpg" is over the name limit, the output name is cut
-        Case("x" * 255, _jpeg(15), True, ext="jpg", faces=_faces(1, 15)),
-        Case(os.fsdecode(b"bad-utf8-\xff\xfe.jpg"), _jpeg(16), True, ext="jpg",
-             faces=_faces(1, 16)),
-        Case("Ünïcødé 照片.jpg", _jpeg(17), True, ext="jpg", faces=_faces(1, 17)),
+        Case("x" * 255, _jpeg(s + 15), True, ext="jpg", faces=_faces(1, s + 15)),
+        Case(os.fsdecode(b"bad-utf8-\xff\xfe.jpg"), _jpeg(s + 16), True, ext="jpg",
+             faces=_faces(1, s + 16)),
+        Case("Ünïcødé 照片.jpg", _jpeg(s + 17), True, ext="jpg", faces=_faces(1, s + 17)),
         Case("link-out.jpg", None, False, "symbolic link to a target outside", link_to="outside"),
-        Case("link-in.jpg", None, True, ext="jpg", link_to="plain.jpg", faces=_faces(1, 1)),
-        Case("corrupt-middle.mp4", _corrupt_video(), False, "video|chunk|frame|decode",
+        Case("link-in.jpg", None, True, ext="jpg", link_to="plain.jpg",
+             faces=_faces(1, s + 1)),
+        Case("corrupt-middle.mp4", _corrupt_video(salt), False, "video|chunk|frame|decode",
              video=True, either=True),
     ]
 
 
-def write_corpus(folder: Path, outside: Path) -> list[Case]:
+def write_corpus(folder: Path, outside: Path, salt: int) -> list[Case]:
     """Write every case into ``folder``; the secret a link points at goes to ``outside``."""
     folder.mkdir(parents=True, exist_ok=True)
-    outside.write_bytes(_text("Root Secret Person"))
-    corpus = cases()
+    outside.write_bytes(_text("Root Secret Person", salt))
+    corpus = cases(salt)
     for case in corpus:
         path = folder / case.name
         if case.data is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +63,7 @@ def frame_count(data: bytes, fmt: str | None) -> int | None:
         return 1
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("ignore")  # size is checked against our limit, not Pillow's
             with _open(data, fmt) as image:
                 return int(getattr(image, "n_frames", 1))
     except Exception:  # noqa: BLE001 - damaged: decode_frames will say how
@@ -87,8 +88,7 @@ def output_extension_for(data: bytes, fmt: str | None) -> str | None:
 def decode_still(data: bytes, fmt: str, max_pixels: int) -> Frame:
     """A HEIC or AVIF still as one BGR frame; refuses sequences and images above the limit.
     A decoder warning (a truncated read) fails the image, as for every format here."""
-    with warnings.catch_warnings(), _open(data, fmt) as image:
-        warnings.simplefilter("error")
+    with _strict_warnings(), _open(data, fmt) as image:
         frames = int(getattr(image, "n_frames", 1))
         if frames > 1:
             raise BadInputError(f"{fmt} holds {frames} images (a sequence or burst); only "
@@ -103,8 +103,7 @@ def decode_frames(data: bytes, fmt: str, max_pixels: int) -> DecodedFrames:
     check_complete(data, fmt)
     decoded = DecodedFrames(frames=[], format=fmt)
     total = 0
-    with warnings.catch_warnings(), _open(data, fmt) as image:
-        warnings.simplefilter("error")
+    with _strict_warnings(), _open(data, fmt) as image:
         decoded.loop = image.info.get("loop")
         for index, frame in enumerate(_frames(image, fmt)):
             if index >= MAX_FRAMES:
@@ -120,6 +119,16 @@ def decode_frames(data: bytes, fmt: str, max_pixels: int) -> DecodedFrames:
     if not decoded.frames:
         raise BadInputError(f"{fmt} holds no frame")
     return decoded
+
+
+@contextmanager
+def _strict_warnings() -> Iterator[None]:
+    """A decoder warning (Pillow's "Truncated File Read") raises, and so fails the image;
+    Pillow's own size warning is left out: the pixel limit is ours and checked already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _frames(image: Image.Image, fmt: str) -> Iterator[Image.Image]:
