@@ -8,6 +8,8 @@ Reliability choices, each pinned by a test:
 - Redis ``visibility_timeout`` above the hard time limit: otherwise Redis re-delivers a task that
   is still legitimately running and two workers race on it.
 - Task events on (``worker_send_task_events``, ``task_send_sent_event``) so Flower sees tasks.
+- ``worker_max_memory_per_child`` at the image memory bound (``limits.worker_max_memory_mb``):
+  a child that grew past it is replaced after its task, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # KiB. A pool child above the image memory bound after a task is replaced, so that one
+        # large image does not leave gigabytes held for the next hours (docs/limits.md).
+        "worker_max_memory_per_child": limits.worker_max_memory_mb * 1024,
         "task_time_limit": limits.task_hard_time_limit_s,
         "task_soft_time_limit": limits.task_soft_time_limit_s,
         "broker_transport_options": {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -102,6 +102,43 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, S3Error):
         return f"{exc.code} on {exc.bucket_name}/{exc.object_name}"
     return f"{type(exc).__name__}: {exc}"
+
+
+_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"})
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+def explain_error(client: Minio, exc: BaseException, bucket: str, key: str = "",
+                  known: Collection[str] = ()) -> str:
+    """Which of missing bucket, no permission or missing object an S3 error means, in words.
+
+    Hazard: a server with per-bucket grants (SeaweedFS identities, MinIO policies) answers
+    ``AccessDenied`` for a bucket that does not exist as for one the identity may not read, and
+    ``ListBuckets`` shows an identity only the buckets it has a grant on. So a denied bucket
+    that the identity can see, or one of ``known`` (Veil's own buckets, which exist), is refused
+    (no permission); any other denied bucket is one that no grant makes visible: missing, as far
+    as this identity can tell, and the message says so.
+    """
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if not isinstance(exc, S3Error):
+        return f"cannot reach {where}: {_describe(exc)}"
+    if exc.code == "NoSuchBucket":
+        return f"bucket {bucket!r} does not exist (missing bucket)"
+    if exc.code in _MISSING_CODES:
+        return f"no object at {where} (missing object)"
+    if exc.code in _CREDENTIAL_CODES:
+        return f"the S3 server does not accept this identity's credentials ({exc.code})"
+    if exc.code not in _DENIED_CODES:
+        return f"S3 refused {where}: {exc.code}"
+    try:
+        visible: list[str] | None = sorted(b.name for b in client.list_buckets())
+    except Exception:  # noqa: BLE001 - the listing only sharpens the message
+        visible = None
+    if bucket in known or (visible is not None and bucket in visible):
+        return f"no permission: this S3 identity may not read {where} (the bucket exists)"
+    seen = f"; buckets it can see: {', '.join(visible)}" if visible else ""
+    return (f"bucket {bucket!r} does not exist (missing bucket: no bucket of that name is "
+            f"visible to this S3 identity, the server answered AccessDenied{seen})")
 
 
 def client_for(

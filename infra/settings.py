@@ -61,10 +61,21 @@ class BrokerSettings(BaseModel):
     queue_prefix: str = "veil"
 
 
+# Peak memory of an image job, fitted to bench/memory_image.py (79 MP JPEG: 1288 MB), with
+# margin: a worker child's own size, the models and their activations, then per pixel the
+# decoded frame (3 B), the JPEG guard's decoded view (3 B), the encoded output and resizes.
+IMAGE_BASE_MB = 512
+IMAGE_BYTES_PER_PIXEL = 12
+
+
 class LimitSettings(BaseModel):
     """Guards against hostile input and runaway tasks (invariants 2 and 7)."""
 
     max_image_pixels: int = 80_000_000
+    # Peak resident memory one image job may need, and the pool child's limit: a child above it
+    # after a task is replaced (Celery worker_max_memory_per_child). Measured at the default
+    # pixel limit: 0.85 GB (PNG) to 1.3 GB (JPEG) peak; see docs/limits.md for the agreement rule.
+    worker_max_memory_mb: int = 2048
     max_file_bytes: int = 2 * 1024**3
     task_soft_time_limit_s: int = 540
     task_hard_time_limit_s: int = 600
@@ -95,6 +106,18 @@ class LimitSettings(BaseModel):
         renewal was at most at the death, so the lease runs out within ``job_lease_s``, and the
         next sweep comes within ``sweep_interval_s``."""
         return self.job_lease_s + self.sweep_interval_s
+
+    @model_validator(mode="after")
+    def _pixels_fit_memory(self) -> LimitSettings:
+        """The pixel limit and the memory bound must agree (docs/limits.md): an image at the
+        limit needs about IMAGE_BASE_MB plus IMAGE_BYTES_PER_PIXEL for each pixel."""
+        needed = IMAGE_BASE_MB + self.max_image_pixels * IMAGE_BYTES_PER_PIXEL / 1024**2
+        if needed > self.worker_max_memory_mb:
+            raise ValueError(
+                f"limits.max_image_pixels = {self.max_image_pixels} needs about {needed:.0f} MB "
+                f"per image job, above limits.worker_max_memory_mb = "
+                f"{self.worker_max_memory_mb}; lower the first or raise the second")
+        return self
 
 
 class ModelSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,19 @@ from producer.cli_common import (
     progress_bar,
     service_errors,
 )
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """``text`` for one line of a terminal: control, format and line-separator characters
+    (a newline in a file name, an escape sequence, a bidi override) written as escapes, so a
+    name cannot forge lines or colours in the text output. ``--json`` carries names as they
+    are."""
+    return "".join(
+        _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch
+        for ch in str(text))
 
 
 def _policy(name: str | None):  # type: ignore[no-untyped-def]
@@ -58,7 +72,9 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
     """Queue images for redaction: files, folders (recursive) or s3://bucket/prefix.
 
     Each original goes into the restricted `raw` bucket under its sha256; the same bytes twice
-    make one source (reported as a duplicate).
+    make one source (reported as a duplicate). A file whose name starts with `-` is given after
+    `--` (veil ingest -- -x.jpg) or as ./-x.jpg. Under a folder, a symbolic link that leads out
+    of it is refused, not read.
     """
     from infra.broker import make_celery
     from producer.ingest import IngestError, IngestOptions, collect_inputs, ingest, wait_for
@@ -97,8 +113,9 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
     pending = [r for r in results if r.state in ("queued", "running")]
 
     def text() -> list[str]:
-        lines = [f"{str(r.source_id or '-'):<36}  {r.state:<9} {r.name}"
-                 f"{' (duplicate)' if r.duplicate else ''}{': ' + r.error if r.error else ''}"
+        lines = [f"{str(r.source_id or '-'):<36}  {r.state:<9} {printable(r.name)}"
+                 f"{' (duplicate)' if r.duplicate else ''}"
+                 f"{': ' + printable(r.error) if r.error else ''}"
                  for r in results]
         return [*lines, f"{len(results)} files, {len(queued)} queued, "
                 f"{sum(r.duplicate for r in results)} duplicates, {len(failed)} failed"]
@@ -189,12 +206,18 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool)
 @click.option("--json", "as_json", is_flag=True)
 def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
            processes: int | None, as_json: bool) -> None:
-    """Redact files in this process, without the stack (no ledger: for one-off use)."""
+    """Redact files in this process, without the stack (no ledger: for one-off use).
+
+    A file whose name starts with `-` is given after `--` (veil redact -o out -- -x.jpg) or
+    as ./-x.jpg. Under a folder, a symbolic link that leads out of it is refused, not read.
+    """
     from producer.redact_local import redact_files, scan_inputs
+    from workers.imageio import SUPPORTED
     policy = _policy(policy_name)
     started = time.monotonic()
-    inputs, skipped = scan_inputs(list(paths))
-    with progress_bar(len(inputs), "redact", not as_json) as tick:
+    scan = scan_inputs(list(paths))
+    skipped = scan.skipped
+    with progress_bar(len(scan.inputs), "redact", not as_json) as tick:
         results = redact_files(list(paths), output, policy, processes=processes, progress=tick)
     seconds = time.monotonic() - started
     errors = [r for r in results if r.error]
@@ -203,10 +226,10 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
                              for r in results],
                    "skipped": [str(p) for p in skipped],
                    "seconds": round(seconds, 3)}, lambda: [
-        *(f"{r.path} -> {r.output or 'ERROR: ' + str(r.error)}"
+        *(f"{printable(r.path)} -> {printable(r.output or 'ERROR: ' + str(r.error))}"
           f"{' (the guard re-redacted it)' if r.guard == 'reredacted' else ''}"
           for r in results),
-        *(f"{p} skipped: not an image or video Veil reads (JPEG, PNG, WebP, BMP, TIFF; "
+        *(f"{printable(p)} skipped: not an image or video Veil reads ({SUPPORTED}; "
           "MP4, MOV, MKV, AVI, MPEG-TS)" for p in skipped),
         f"{len(results)} files, {sum(r.faces for r in results)} faces, "
         f"{len(errors)} failed, {len(skipped)} skipped, {seconds:.1f} s"])

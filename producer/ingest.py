@@ -26,15 +26,17 @@ from pathlib import Path
 
 from celery import Celery
 from minio import Minio
+from minio.error import S3Error
 from psycopg.types.json import Jsonb
 
 from infra import db, keyring, ledger, outbox
 from infra.db import Conn
-from infra.objectstore import client_for, get_bytes, list_sizes, put_stream
+from infra.objectstore import client_for, explain_error, get_bytes, list_sizes, put_stream
 from infra.reconcile import record_upload_intent
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
 from producer.consent import ConsentError, require_consent
+from producer.scanning import display_name, is_linked_folder, outside_link, walk
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, SourceKind
@@ -58,6 +60,7 @@ class InputItem:
     read: Callable[[], bytes]
     origin: str
     size: int = 0  # bytes, as listed before reading (0: unknown); bounds a batch's memory
+    refusal: str | None = None  # why it is not read at all (a symbolic link out of its folder)
 
 
 @dataclass
@@ -90,8 +93,7 @@ def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem
             continue
         path = Path(target)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            items.extend(_file_input(p) for p in files)
+            items.extend(_folder_inputs(path))
         elif path.is_file():
             items.append(_file_input(path))
         else:
@@ -99,12 +101,25 @@ def collect_inputs(targets: Sequence[str], settings: Settings) -> list[InputItem
     return items
 
 
+def _folder_inputs(folder: Path) -> Iterator[InputItem]:
+    """The files under ``folder`` (hidden ones aside); a symbolic link out of it is an item
+    refused with its reason, never read (``producer.scanning``)."""
+    for path in walk(folder):
+        refusal = outside_link(path, folder)
+        if refusal:
+            yield InputItem(name=display_name(path.name), read=bytes, origin="upload",
+                            refusal=refusal)
+        elif not is_linked_folder(path) and path.is_file() and not path.name.startswith("."):
+            yield _file_input(path)
+
+
 def _file_input(path: Path) -> InputItem:
     try:
         size = path.stat().st_size
     except OSError:
         size = 0  # reading it will say what is wrong
-    return InputItem(name=path.name, read=path.read_bytes, origin="upload", size=size)
+    return InputItem(name=display_name(path.name), read=path.read_bytes, origin="upload",
+                     size=size)
 
 
 def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
@@ -116,14 +131,28 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
     try:
         listed = sorted(list_sizes(client, bucket, prefix))
     except Exception as exc:
-        raise IngestError(f"cannot list {url}: {exc}") from exc
+        known = (settings.s3.bucket_inbox, settings.s3.bucket_raw, settings.s3.bucket_work,
+                 settings.s3.bucket_redacted)
+        raise IngestError(f"cannot list {url}: "
+                          f"{explain_error(client, exc, bucket, known=known)}") from exc
+    if prefix and not listed:
+        raise IngestError(f"no object at {url}: nothing in bucket {bucket!r} starts with "
+                          f"{prefix!r} (missing object)")
     for key, size in listed:
         yield InputItem(
-            name=posixpath.basename(key),
-            read=lambda k=key: get_bytes(client, bucket, k, max_bytes=limit),  # type: ignore[misc]
+            name=display_name(posixpath.basename(key)),
+            read=lambda k=key: _get(client, bucket, k, limit),  # type: ignore[misc]
             origin="s3-inbox",
             size=size,
         )
+
+
+def _get(client: Minio, bucket: str, key: str, limit: int) -> bytes:
+    """One listed object's bytes; an S3 refusal says which kind it was (gone, denied)."""
+    try:
+        return get_bytes(client, bucket, key, max_bytes=limit)
+    except S3Error as exc:
+        raise IngestError(explain_error(client, exc, bucket, key)) from exc
 
 
 BATCH = 32
@@ -216,6 +245,9 @@ def _check_consent(conn: Conn, options: IngestOptions, lock: bool = False) -> No
 def _read(item: InputItem, settings: Settings) -> _Prepared:
     prepared = _Prepared(item=item, result=IngestResult(name=item.name))
     result = prepared.result
+    if item.refusal:
+        result.state, result.error = "rejected", f"{item.name}: {item.refusal}"
+        return prepared
     try:
         data = item.read()
     except Exception as exc:  # unreadable file: reported, the batch goes on

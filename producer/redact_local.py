@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.settings import get_settings
+from producer.scanning import is_linked_folder, outside_link, walk
 from schemas.media import sniff
 from schemas.policy import Policy
-from workers import runtime
+from workers import image_frames, runtime
 from workers.detectors.base import Detector
 from workers.image_pipeline import redact_image_bytes
 from workers.imageio import BadInputError, output_extension, sniff_image_format
@@ -36,32 +38,48 @@ class LocalResult:
 
 def collect_inputs(paths: Sequence[Path]) -> list[Path]:
     """Files named directly, plus the images and videos (by content) under named folders."""
-    return scan_inputs(paths)[0]
+    return scan_inputs(paths).inputs
 
 
 def count_inputs(paths: Sequence[Path]) -> int:
     return len(collect_inputs(paths))
 
 
-def scan_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """The inputs (:func:`collect_inputs`) and, in one walk, the files under named folders
-    that are neither images nor videos Veil reads (GIF, text, sidecar files; hidden files
-    aside): left out of the run, and reported so that nobody takes a folder for done when some
-    of it was not touched."""
-    found: list[Path] = []
-    skipped: list[Path] = []
+@dataclass
+class Scan:
+    """What a walk of the named paths found: the inputs to redact (images and videos, by
+    content), the other files under named folders (left out, and reported so that nobody takes
+    a folder for done when some of it was not touched), and the inputs refused before reading,
+    with the reason (a symbolic link that leads out of the folder it was found in)."""
+
+    inputs: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    refused: dict[Path, str] = field(default_factory=dict)
+
+
+def scan_inputs(paths: Sequence[Path]) -> Scan:
+    """Walk the named paths once (see :class:`Scan`). Files named directly are taken as they
+    are, links included: the user chose them. Under a folder, a symbolic link is followed only
+    when its target lies inside that folder; hidden files are left alone."""
+    scan = Scan()
     for path in paths:
         if not path.is_dir():
-            found.append(path)
+            scan.inputs.append(path)
             continue
-        for item in sorted(path.rglob("*")):
-            if not item.is_file():
+        for item in walk(path):
+            reason = outside_link(item, path)
+            if reason:
+                scan.inputs.append(item)
+                scan.refused[item] = reason
+            elif is_linked_folder(item):
+                continue  # a folder linked from inside the folder: walked where it lies
+            elif not item.is_file():
                 continue
-            if _looks_like_media(item):
-                found.append(item)
+            elif _looks_like_media(item):
+                scan.inputs.append(item)
             elif not item.name.startswith("."):
-                skipped.append(item)
-    return found, skipped
+                scan.skipped.append(item)
+    return scan
 
 
 def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
@@ -70,15 +88,20 @@ def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
     """Redact every input into ``out_dir``; results come back in input order. Videos go
     through the cluster's chunk and assemble code (``producer.redact_video``), one at a time,
     each spread over the processes."""
-    inputs = collect_inputs(paths)
+    scan = scan_inputs(paths)
+    inputs = [p for p in scan.inputs if p not in scan.refused]
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = _output_paths(inputs, out_dir)
     pairs = list(zip(inputs, outputs, strict=True))
     videos = {i for i, (path, _) in enumerate(pairs) if _media_kind(path) == "video"}
     images = [pair for i, pair in enumerate(pairs) if i not in videos]
     done = iter(_redact_images(images, policy, processes, progress))
-    return [_redact_video(*pair, policy, processes or os.cpu_count() or 1, progress)
-            if i in videos else next(done) for i, pair in enumerate(pairs)]
+    results = iter([_redact_video(*pair, policy, processes or os.cpu_count() or 1, progress)
+                    if i in videos else next(done) for i, pair in enumerate(pairs)])
+    if progress and scan.refused:
+        progress(len(scan.refused))
+    return [LocalResult(p, None, 0, scan.refused[p]) if p in scan.refused else next(results)
+            for p in scan.inputs]
 
 
 def _failed(path: Path, exc: Exception) -> LocalResult:
@@ -158,23 +181,68 @@ def _looks_like_media(path: Path) -> bool:
 
 
 def _output_paths(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
-    """``photo.jpeg`` -> ``photo.jpg``; a clash (or an input's own path) gets ``-1``, ``-2``..."""
+    """``photo.jpeg`` -> ``photo.jpg``; a clash (or an input's own path) gets ``-1``, ``-2``...
+
+    Names are kept within the file system's limit (255 bytes on most): a long stem is cut, on a
+    character boundary, to leave room for the suffix and extension."""
     taken = {p.resolve() for p in inputs}
+    limit = _name_max(out_dir)
     outputs = []
     for path in inputs:
-        try:
-            with path.open("rb") as handle:
-                fmt = sniff_image_format(handle.read(32))
-        except OSError:
-            fmt = None
-        ext = "mp4" if _media_kind(path) == "video" else output_extension(fmt)
-        candidate, n = out_dir / f"{path.stem}.{ext}", 0
+        ext = _planned_extension(path)
+        candidate, n = out_dir / fit_name(path.stem, f".{ext}", limit), 0
         while candidate.resolve() in taken:
             n += 1
-            candidate = out_dir / f"{path.stem}-{n}.{ext}"
+            candidate = out_dir / fit_name(path.stem, f"-{n}.{ext}", limit)
         taken.add(candidate.resolve())
         outputs.append(candidate)
     return outputs
+
+
+def _planned_extension(path: Path) -> str:
+    """The extension the output of ``path`` will have: MP4 for videos; for images, the
+    sequence formats keep their kind (a multi-page TIFF stays TIFF), stills as
+    :func:`output_extension` says."""
+    if _media_kind(path) == "video":
+        return "mp4"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+            fmt = sniff_image_format(head)
+            data = head + handle.read() if fmt in image_frames.SEQUENCE_FORMATS else head
+    except OSError:
+        return output_extension(None)
+    return image_frames.output_extension_for(data, fmt) or output_extension(fmt)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def fit_name(stem: str, tail: str, limit: int = 255) -> str:
+    """``stem + tail``, the stem cut (never mid-character) so the name fits ``limit`` bytes."""
+    room = limit - len(os.fsencode(tail))
+    encoded = os.fsencode(stem)
+    while len(encoded) > room:
+        stem = stem[:-1]
+        encoded = os.fsencode(stem)
+    return stem + tail
+
+
+def write_atomically(output: Path, data: bytes) -> None:
+    """Write ``data`` to ``output`` through a short hidden temporary name in the same folder
+    (a ``.NAME.partial`` of a long name exceeds the file system's name limit)."""
+    handle, partial = tempfile.mkstemp(dir=output.parent, prefix=".veil-", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(partial, output)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 _child: dict[str, object] = {}
@@ -199,8 +267,6 @@ def _redact_one(path: Path, output: Path) -> LocalResult:
         return _failed(path, exc)
     if result.ext != output.suffix[1:]:  # the name was planned from the sniffed format
         return LocalResult(path, None, 0, f"encoder wrote {result.ext}, expected {output.suffix}")
-    partial = output.with_name(f".{output.name}.partial")
-    partial.write_bytes(result.data)
-    partial.replace(output)
+    write_atomically(output, result.data)
     return LocalResult(path, output, len(result.detections), None,
                        result.guard.action if result.guard else "skipped")

@@ -93,9 +93,8 @@ def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
                               policy.audio == "keep")
     except AssemblyError as exc:
         raise BadInputError(str(exc)) from exc
-    partial = output.with_name(f".{output.name}.partial")
-    partial.write_bytes(joined.data)
-    partial.replace(output)
+    from producer.redact_local import write_atomically
+    write_atomically(output, joined.data)
     return VideoResult(joined.frames, sum(len(o.tracks) for o in outputs), len(outputs),
                        [box for o in outputs for box in o.boxes],
                        [o.params["guard"] for o in outputs])

@@ -9,8 +9,14 @@ MediaKind = Literal["image", "video"]
 # format -> canonical extension of files Veil writes or stores
 EXTENSIONS: dict[str, str] = {
     "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tif", "gif": "gif",
+    "heic": "heic", "avif": "avif",
     "mp4": "mp4", "mov": "mov", "mkv": "mkv", "avi": "avi", "mpegts": "ts",
 }
+
+# ISO-BMFF brands of still images (HEIF/AVIF); everything else with an ``ftyp`` box is video.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
+                          b"hevs", b"mif1", b"msf1"})
 
 
 def sniff(data: bytes) -> tuple[MediaKind, str] | None:
@@ -31,8 +37,7 @@ def sniff(data: bytes) -> tuple[MediaKind, str] | None:
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "image", "gif"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "video", "mov" if brand == b"qt  " else "mp4"
+        return _iso_bmff(head)
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "video", "mkv"
     if len(data) > 376 and data[0] == 0x47 and data[188] == 0x47 and data[376] == 0x47:
@@ -42,3 +47,18 @@ def sniff(data: bytes) -> tuple[MediaKind, str] | None:
 
 def extension_for(fmt: str | None) -> str:
     return EXTENSIONS.get(fmt or "", "bin")
+
+
+def _iso_bmff(head: bytes) -> tuple[MediaKind, str]:
+    """HEIC or AVIF by the major or a compatible brand of the ``ftyp`` box, else MP4/MOV.
+
+    AVIF files often declare ``mif1`` (the generic HEIF brand) as major brand and ``avif``
+    among the compatible ones, so AVIF is looked for first in all of them.
+    """
+    size = int.from_bytes(head[:4], "big")
+    brands = [head[8:12]] + [head[i:i + 4] for i in range(16, min(size, len(head)) - 3, 4)]
+    if any(b in _AVIF_BRANDS for b in brands):
+        return "image", "avif"
+    if head[8:12] in _HEIC_BRANDS:
+        return "image", "heic"
+    return "video", "mov" if head[8:12] == b"qt  " else "mp4"

@@ -64,9 +64,9 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
         height=result.height, params=result.params, input_sha256=job.source_sha256,
         timings={k: round(v, 4) for k, v in timings.items()},
     )
-    detections = [ledger.DetectionRow(0, d.cls, float(d.score), tuple(map(float, d.box)),  # type: ignore[arg-type]
-                                      d.uncertain)
-                  for d in result.detections]
+    detections = [ledger.DetectionRow(result.frame_of(i), d.cls, float(d.score),
+                                      tuple(map(float, d.box)), d.uncertain)  # type: ignore[arg-type]
+                  for i, d in enumerate(result.detections)]
     with db.process_transaction(settings) as conn:
         if ledger.job_cancelled(conn, job.job_id):  # erased meanwhile: publish nothing
             delete_all_versions(s3, stored.bucket, stored.key)

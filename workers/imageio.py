@@ -7,6 +7,14 @@ Hazards handled here, because every later stage trusts the frame it gets:
   nothing.
 * Truncated files. Some decoders fill a missing tail with grey and report success; a JPEG
   without its end marker or a PNG without ``IEND`` is refused instead of redacting half an image.
+  Concealed damage (a JPEG cut short with an end marker appended) is seen only by the decoder,
+  which warns on stderr and fills the rest grey: those warnings are captured and fail the image
+  (:mod:`workers.jpeg_warnings`).
+* Several frames. Multi-page TIFF, animated WebP and every GIF go through
+  :mod:`workers.image_frames` (every frame redacted, re-encoded in kind); HEIC and AVIF stills
+  are decoded there too. OpenCV would read the first frame only.
+* Errors name the kind of problem, never bytes of the input (a text file's first bytes can be a
+  person's name).
 * Orientation. OpenCV (4.x and 5.x) applies the EXIF orientation tag on ``IMREAD_COLOR`` for
   JPEG, PNG, WebP and TIFF; the tests pin that behaviour, so detection sees the picture as a
   person would and the output needs no orientation tag.
@@ -18,12 +26,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from schemas.media import sniff
+from workers.jpeg_warnings import jpeg_decoder_warnings
 
 
 class BadInputError(Exception):
@@ -33,17 +43,22 @@ class BadInputError(Exception):
 @dataclass
 class DecodedImage:
     frame: NDArray[np.uint8]  # BGR, HxWx3
-    format: str  # jpeg | png | webp | bmp | tiff
+    format: str  # jpeg | png | webp | bmp | tiff | heic | avif
     width: int
     height: int
 
 
-_DECODABLE = frozenset({"jpeg", "png", "webp", "bmp", "tiff"})
+_OPENCV = frozenset({"jpeg", "png", "webp", "bmp", "tiff"})
+_DECODABLE = _OPENCV | {"gif", "heic", "avif"}
+SUPPORTED = "JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC, AVIF"
+_LOSSY_STILLS = frozenset({"jpeg", "heic", "avif"})
 
 
 def output_extension(fmt: str | None) -> str:
-    """The extension Veil writes for an input format: JPEG stays JPEG, the rest become PNG."""
-    return "jpg" if fmt == "jpeg" else "png"
+    """The extension Veil writes for a still of an input format: JPEG stays JPEG (and lossy
+    HEIC and AVIF stills become JPEG), the rest become PNG. Frame sequences keep their format
+    (:func:`workers.image_frames.output_extension_for`)."""
+    return "jpg" if fmt in _LOSSY_STILLS else "png"
 
 # Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -65,9 +80,11 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     fmt = sniff_image_format(data)
     if fmt is None:
         raise BadInputError(
-            f"not a supported image (first bytes look like {_describe(data[:8])}); "
-            "supported: JPEG, PNG, WebP, BMP, TIFF"
-        )
+            f"not a supported image (the content is {_describe(data)}); supported: {SUPPORTED}")
+    if fmt not in _OPENCV:
+        from workers.image_frames import decode_still
+        still = decode_still(data, fmt, max_pixels)
+        return DecodedImage(frame=still, format=fmt, width=still.shape[1], height=still.shape[0])
     width, height = _header_size(data, fmt)
     if width <= 0 or height <= 0:
         raise BadInputError(f"{fmt} header declares an empty image ({width}x{height})")
@@ -76,8 +93,16 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the limit of "
             f"{max_pixels / 1e6:.0f} MP"
         )
-    _check_complete(data, fmt)
-    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    check_complete(data, fmt)
+    frame: Any
+    if fmt == "jpeg":
+        with jpeg_decoder_warnings() as warnings:
+            frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if warnings.damage:
+            raise BadInputError(f"corrupt jpeg: the decoder reports {warnings.damage}; the "
+                                "missing part would be published grey")
+    else:
+        frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise BadInputError(f"corrupt or truncated {fmt} data: the decoder could not read it")
     if frame.dtype != np.uint8:  # defensive: IMREAD_COLOR already converts 16-bit to 8-bit
@@ -105,11 +130,17 @@ def encode_image(frame: NDArray[np.uint8], fmt: str, jpeg_quality: int = 92) -> 
     return buf.tobytes(), ext
 
 
-def _describe(head: bytes) -> str:
-    printable = head.decode("ascii", "replace")
-    if head and all(32 <= b < 127 for b in head):
-        return f"text {printable!r}"
-    return head.hex(" ") or "nothing"
+def _describe(data: bytes) -> str:
+    """The kind of content, never its bytes: a text file's first bytes may be a name."""
+    head = data[:512]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "plain text"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a cut at the end of the sample is no proof
+            return "binary data of an unknown kind"
+    return "text" if b"\x00" not in head else "binary data of an unknown kind"
 
 
 def _header_size(data: bytes, fmt: str) -> tuple[int, int]:
@@ -164,7 +195,7 @@ def _webp_size(data: bytes) -> tuple[int, int]:
             raise ValueError("VP8 start code missing")
         width, height = struct.unpack("<HH", data[26:30])
         return width & 0x3FFF, height & 0x3FFF
-    raise ValueError(f"unknown WebP chunk {chunk!r}")
+    raise ValueError("unknown WebP chunk type")
 
 
 def _bmp_size(data: bytes) -> tuple[int, int]:
@@ -201,7 +232,7 @@ _HEADER_READERS = {
 }
 
 
-def _check_complete(data: bytes, fmt: str) -> None:
+def check_complete(data: bytes, fmt: str) -> None:
     """Refuse files whose tail is missing; decoders may pad them with grey silently."""
     # The last start-of-scan must be followed by an end marker (a thumbnail has its own pair).
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):

@@ -37,12 +37,15 @@ _MOSAIC_CELLS = 8  # cells across the long side of a box
 _MIN_CELL_PX = 4
 
 
-def redact(frame: Frame, detections: Sequence[Detection], params: RedactionParams) -> Frame:
-    """A redacted copy of ``frame`` (BGR); the input is left untouched.
+def redact(frame: Frame, detections: Sequence[Detection], params: RedactionParams,
+           inplace: bool = False) -> Frame:
+    """A redacted copy of ``frame`` (BGR); the input is left untouched unless ``inplace``.
 
     Each detection is redacted with the parameters of its class (``params.per_class``).
+    ``inplace`` redacts ``frame`` itself and returns it: an image at the pixel limit is 240 MB,
+    and a copy of it is the difference between fitting the memory bound and not.
     """
-    out = frame.copy()
+    out = frame if inplace else frame.copy()
     height, width = frame.shape[:2]
     per_class: dict[str, RedactionParams] = {}
     for detection in detections:

@@ -19,7 +19,7 @@ def test_redact_in_process_names_outputs_like_export(tmp_path: Path) -> None:
     (src / "holiday.jpeg").write_bytes(jpeg_bytes(face_image(1)))
     (src / "sub" / "badge.png").write_bytes(png_with_text(face_image(2)))
     (src / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    (src / "sub" / "party.gif").write_bytes(b"GIF89a" + bytes(64))  # a format Veil does not read
+    (src / "sub" / "party.xmp").write_bytes(b"<x:xmpmeta/>")  # a sidecar: not media Veil reads
     (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: not worth a word
     out = tmp_path / "out"
     run = subprocess.run([VEIL, "redact", str(src), "-o", str(out), "--json", "-j", "1"],
@@ -31,8 +31,8 @@ def test_redact_in_process_names_outputs_like_export(tmp_path: Path) -> None:
     assert report["broken.jpg"]["error"] and report["broken.jpg"]["guard"] is None
     assert sorted(p.name for p in out.iterdir()) == ["badge.png", "holiday.jpg"]
     # and the file it left alone is named, so the folder is not taken for done
-    assert json.loads(run.stdout)["skipped"] == [str(src / "sub" / "party.gif")]
+    assert json.loads(run.stdout)["skipped"] == [str(src / "sub" / "party.xmp")]
     text = subprocess.run([VEIL, "redact", str(src / "sub"), "-o", str(tmp_path / "out2"),
                            "-j", "1"], capture_output=True, text=True, timeout=120)
-    assert f"{src / 'sub' / 'party.gif'} skipped: not an image or video" in text.stdout
+    assert f"{src / 'sub' / 'party.xmp'} skipped: not an image or video" in text.stdout
     assert "2 files, " in text.stdout and "1 failed, 1 skipped" in text.stdout

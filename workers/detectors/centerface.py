@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -57,8 +57,13 @@ class CenterFaceConfig(BaseModel):
     precision: Literal["fp32", "int8"] = "int8"
     # Large frames: faces bigger than the network's reach (a few hundred px) are found in a
     # second, coarse view; frames above tile_pixels are seen in overlapping tiles.
+    # tile_pixels is also the most input pixels one inference run takes (views of one size are
+    # batched up to it). Tiles are tile_side square: a 2048 px tile costs about 0.3 GB of
+    # activations, a 4096 px one about 1.2 GB, which alone broke the 2 GB bound of an image at
+    # the pixel limit (bench/memory_image.py, docs/limits.md).
     coarse_long_side: int = Field(default=1280, ge=256)
     tile_pixels: int = Field(default=4096 * 4096, ge=512 * 512)
+    tile_side: int = Field(default=2048, ge=512)
     tile_overlap: int = Field(default=256, ge=0)
 
 
@@ -158,7 +163,8 @@ class CenterFaceDetector(Detector):
         if factor != 1.0 or long_side <= self.config.coarse_long_side:
             return [View(factor, 0, 0, width, height)]
         views = [View(self.config.coarse_long_side / long_side, 0, 0, width, height)]
-        side = max(self.config.tile_overlap * 2, int(self.config.tile_pixels ** 0.5))
+        side = max(self.config.tile_overlap * 2,
+                   min(self.config.tile_side, int(self.config.tile_pixels ** 0.5)))
         if height * width <= self.config.tile_pixels:
             return [View(1.0, 0, 0, width, height), *views]
         step = side - self.config.tile_overlap
@@ -168,25 +174,32 @@ class CenterFaceDetector(Detector):
         return views
 
     def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
-        # Views that share an input size run as one batch (video chunks, bursts, tiles).
-        prepared: list[tuple[int, View, NDArray[Any]]] = []
-        for index, frame in enumerate(frames):
-            for view in self.views(*frame.shape[:2]):
-                prepared.append((index, view, self._prepare(frame, view)))
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for position, (_, _, blob) in enumerate(prepared):
-            groups.setdefault(blob.shape[2:], []).append(position)
+        # Views that share an input size run as one batch (video chunks, bursts, tiles), at most
+        # tile_pixels of input per run: inputs are prepared just before their run, so a frame at
+        # the pixel limit costs one tile's activations at a time, not all of its tiles at once.
+        planned = [(index, view) for index, frame in enumerate(frames)
+                   for view in self.views(*frame.shape[:2])]
+        groups: dict[tuple[int, int, bool], list[int]] = {}
+        for position, (index, view) in enumerate(planned):
+            tile = (view.x2 - view.x1, view.y2 - view.y1) != frames[index].shape[1::-1]
+            groups.setdefault((*self.input_size(view), tile), []).append(position)
         found: list[list[NDArray[np.float32]]] = [[] for _ in frames]
         assert self._session is not None
-        for positions in groups.values():
-            batch = np.concatenate([prepared[p][2] for p in positions])
-            heatmap, scale, offset = self._session.run({_INPUT: batch})[:3]
-            for row, p in enumerate(positions):
-                index, view, _ = prepared[p]
-                boxes = decode(heatmap[row, 0], scale[row], offset[row], self.config.threshold)
-                boxes = boxes[nms(boxes, self.config.nms_iou)]
-                boxes[:, :4] = boxes[:, :4] / view.factor + (view.x1, view.y1, view.x1, view.y1)
-                found[index].append(boxes)
+        for (height, width, tile), positions in groups.items():
+            budget = self.config.tile_side ** 2 if tile else self.config.tile_pixels
+            for run in _runs(positions, height * width, budget):
+                batch = np.concatenate([self._prepare(frames[planned[p][0]], planned[p][1])
+                                        for p in run])
+                heatmap, scale, offset = self._session.run({_INPUT: batch})[:3]
+                del batch
+                for row, p in enumerate(run):
+                    index, view = planned[p]
+                    boxes = decode(heatmap[row, 0], scale[row], offset[row],
+                                   self.config.threshold)
+                    boxes = boxes[nms(boxes, self.config.nms_iou)]
+                    boxes[:, :4] = boxes[:, :4] / view.factor + (view.x1, view.y1, view.x1,
+                                                                 view.y1)
+                    found[index].append(boxes)
         results = []
         for frame, parts in zip(frames, found, strict=True):
             boxes = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -195,6 +208,14 @@ class CenterFaceDetector(Detector):
             boxes = boxes[boxes[:, 4] >= self.min_score(boxes[:, 3] - boxes[:, 1])]
             results.append(_to_detections(boxes, 1.0, frame.shape[1], frame.shape[0]))
         return results
+
+    @staticmethod
+    def input_size(view: View) -> tuple[int, int]:
+        """(height, width) of the network input for ``view``: scaled, padded to 32."""
+        h, w = view.y2 - view.y1, view.x2 - view.x1
+        if view.factor != 1.0:
+            w, h = max(1, round(w * view.factor)), max(1, round(h * view.factor))
+        return h + -h % 32, w + -w % 32
 
     def min_score(self, heights: NDArray[np.float32]) -> NDArray[np.float32]:
         """The score a box of each height needs (see ``large_threshold``)."""
@@ -217,6 +238,13 @@ class CenterFaceDetector(Detector):
         if self._uint8:
             return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))[None]
         return np.asarray(cv2.dnn.blobFromImage(image, swapRB=True), np.float32)
+
+
+def _runs(positions: list[int], pixels: int, budget: int) -> Iterator[list[int]]:
+    """``positions`` in consecutive runs of at most ``budget`` input pixels (at least one)."""
+    per_run = max(1, budget // max(1, pixels))
+    for start in range(0, len(positions), per_run):
+        yield positions[start:start + per_run]
 
 
 @dataclass(frozen=True)
