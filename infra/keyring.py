@@ -32,6 +32,7 @@ import struct
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -80,9 +81,10 @@ class Sealer:
     prefix is drawn once), for the object's checksum metadata that S3 takes before the body.
     """
 
-    def __init__(self, key: bytes, plaintext: bytes, source_id: uuid.UUID | str,
+    def __init__(self, key: bytes, plaintext: bytes | FilePlaintext, source_id: uuid.UUID | str,
                  segment: int = SEGMENT) -> None:
-        self._aead, self._plain, self._source = AESGCM(key), memoryview(plaintext), source_id
+        plain = plaintext if isinstance(plaintext, FilePlaintext) else memoryview(plaintext)
+        self._aead, self._plain, self._source = AESGCM(key), plain, source_id
         self._segment, self._prefix = segment, os.urandom(8)
         self.size = _Layout(segment, len(plaintext), self._prefix).object_size
 
@@ -102,6 +104,22 @@ class Sealer:
 
     def reader(self) -> io.RawIOBase:
         return _PartsReader(self.parts())
+
+
+class FilePlaintext:
+    """A plaintext in a local file, sliced segment by segment with ``os.pread``: a Sealer over
+    it holds one segment at a time, so a spooled multi-gigabyte video is encrypted without
+    being read into memory (issue 18). Only ``len`` and ``[start:stop]`` are supported."""
+
+    def __init__(self, file: io.BufferedIOBase | io.RawIOBase | BinaryIO, length: int) -> None:
+        self._fd, self._length = file.fileno(), length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self._length)
+        return os.pread(self._fd, max(stop - start, 0), start)
 
 
 class _PartsReader(io.RawIOBase):

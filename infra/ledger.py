@@ -334,3 +334,67 @@ def chunk_artifacts(conn: Conn, source_id: uuid.UUID | str) -> list[ChunkArtifac
     for row in rows:
         seen.setdefault(row["chunk_index"], ChunkArtifact(**row))
     return list(seen.values())
+
+
+# --- the inbox watcher (issue 18) ----------------------------------------------------------
+
+def record_inbox_object(conn: Conn, bucket: str, key_sha256: str, version_id: str | None, *,
+                        source_id: uuid.UUID | None, outcome: str, size_bytes: int,
+                        uploaded_at: datetime | None, detail: str | None = None) -> bool:
+    """One row per inbox object version handled; False when it was handled already (another
+    delivery of the same version), in which case the caller's transaction changes nothing."""
+    row = conn.execute(
+        "INSERT INTO inbox_objects (bucket, key_sha256, version_id, source_id, outcome, detail,"
+        " size_bytes, uploaded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING bucket",
+        (bucket, key_sha256, version_id or "", source_id, outcome, detail, size_bytes,
+         uploaded_at)).fetchone()
+    return row is not None
+
+
+def inbox_outcome(conn: Conn, bucket: str, key_sha256: str,
+                  version_id: str | None) -> dict[str, Any] | None:
+    """The recorded outcome of one inbox object version (None: never handled)."""
+    return conn.execute(
+        "SELECT source_id, outcome, detail, released_at FROM inbox_objects"
+        " WHERE bucket = %s AND key_sha256 = %s AND version_id = %s",
+        (bucket, key_sha256, version_id or "")).fetchone()
+
+
+def mark_inbox_released(conn: Conn, bucket: str, key_sha256: str, version_id: str | None) -> None:
+    conn.execute("UPDATE inbox_objects SET released_at = now() WHERE bucket = %s AND"
+                 " key_sha256 = %s AND version_id = %s AND released_at IS NULL",
+                 (bucket, key_sha256, version_id or ""))
+
+
+def inbox_cursor(conn: Conn, bucket: str, prefix: str) -> str:
+    row = conn.execute("SELECT position FROM inbox_cursors WHERE bucket = %s AND prefix = %s",
+                       (bucket, prefix)).fetchone()
+    return str(row["position"]) if row else ""
+
+
+def save_inbox_cursor(conn: Conn, bucket: str, prefix: str, position: str, *,
+                      backlog: int | None = None, paused: bool | None = None,
+                      sweep_done: bool = False) -> None:
+    """Move the listing cursor (durable across restarts) and the figures `veil status` shows."""
+    conn.execute(
+        "INSERT INTO inbox_cursors AS c (bucket, prefix, position, backlog, paused, sweeps)"
+        " VALUES (%(b)s, %(p)s, %(pos)s, coalesce(%(backlog)s, 0), coalesce(%(paused)s, false),"
+        " %(inc)s) ON CONFLICT (bucket, prefix) DO UPDATE SET position = %(pos)s,"
+        " backlog = coalesce(%(backlog)s, c.backlog), paused = coalesce(%(paused)s, c.paused),"
+        " sweeps = c.sweeps + %(inc)s, updated_at = now()",
+        {"b": bucket, "p": prefix, "pos": position, "backlog": backlog, "paused": paused,
+         "inc": int(sweep_done)})
+
+
+def watch_backlog(conn: Conn) -> dict[str, Any]:
+    """What the watchers last saw: objects waiting in the inbox, paused or not, and when."""
+    row = conn.execute(
+        "SELECT coalesce(sum(backlog), 0) AS backlog, coalesce(bool_or(paused), false) AS paused,"
+        " max(updated_at) AS updated_at, coalesce(sum(sweeps), 0) AS sweeps FROM inbox_cursors"
+    ).fetchone() or {}
+    rejected = conn.execute("SELECT count(*) AS n FROM inbox_objects WHERE outcome = 'rejected'"
+                            " AND released_at IS NULL").fetchone()
+    return {"backlog": int(row.get("backlog", 0)), "paused": bool(row.get("paused")),
+            "updated_at": row.get("updated_at"), "sweeps": int(row.get("sweeps", 0)),
+            "rejected_kept": rejected["n"] if rejected else 0}

@@ -191,6 +191,25 @@ def default_state_dir() -> Path:
     return Path(base) / "veil"
 
 
+class WatchSettings(BaseModel):
+    """`veil watch`: which inbox to follow and how hard to push (issue: bulk ingestion).
+
+    ``prefix`` limits the watcher to part of each bucket (the camera is the key's first segment
+    after it). ``events_key`` is the Redis list MinIO publishes bucket events to ("access"
+    format); empty turns events off and leaves the listing sweep alone.
+    """
+
+    buckets: list[str] = Field(default_factory=list)  # empty: [s3.bucket_inbox]
+    prefix: str = ""
+    poll_s: float = Field(default=5.0, gt=0)
+    max_queue_depth: int = Field(default=500, ge=1)
+    unknown_cameras: Literal["default", "refuse"] = "default"
+    stable_s: float = Field(default=2.0, ge=0)
+    events_key: str = "veil:inbox-events"
+    events_url: str = ""  # empty: the broker's Redis
+    spool_above_bytes: int = 64 * 1024**2  # inbox objects larger than this are never in memory
+
+
 class StackSettings(BaseModel):
     state_dir: Path = Field(default_factory=default_state_dir)
     s3_port: int = 8333
@@ -216,6 +235,8 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    cameras_file: Path | None = None  # VEIL_CAMERAS_FILE: camera -> policy, zone, capture time
     policies_file: Path = Path(__file__).resolve().parent / "assets" / "policies.toml"
     default_policy: str = "default"
     worker_concurrency: int = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 # Imported here, not inside the broad ``except`` below: a missing Pillow must fail loudly at
 # start-up, not turn every capture time into None (which silently drops photos from `veil dsar`).
@@ -29,16 +29,17 @@ class MediaFacts:
     duration_s: float | None = None
 
 
-def media_facts(data: bytes, kind: str) -> MediaFacts:
+def media_facts(data: bytes, kind: str, local_tz: tzinfo = UTC) -> MediaFacts:
+    """``local_tz``: the camera's zone (cameras file), for EXIF times written without offset."""
     try:
         if kind == "video":
             return _video_facts(data)
-        return MediaFacts(captured_at=exif_capture_time(data))
+        return MediaFacts(captured_at=exif_capture_time(data, local_tz))
     except Exception:  # metadata is a convenience: bad or hostile headers are ignored
         return MediaFacts()
 
 
-def exif_capture_time(data: bytes) -> datetime | None:
+def exif_capture_time(data: bytes, local_tz: tzinfo = UTC) -> datetime | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as img:
@@ -49,17 +50,20 @@ def exif_capture_time(data: bytes) -> datetime | None:
         if not stamp:
             continue
         parsed = datetime.strptime(str(stamp).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
-        return parsed.replace(tzinfo=_offset(exif.get(offset_tag)))
+        offset = _offset(exif.get(offset_tag))
+        if offset is None:  # camera-local time: the camera's zone decides (DST included)
+            return parsed.replace(tzinfo=local_tz)
+        return parsed.replace(tzinfo=offset)
     return None
 
 
-def _offset(text: object) -> timezone:
-    """``+02:00`` -> UTC+2; missing or malformed -> UTC."""
+def _offset(text: object) -> timezone | None:
+    """``+02:00`` -> UTC+2; missing or malformed -> None (local time)."""
     value = str(text or "").strip("\x00 ")
     if len(value) == 6 and value[0] in "+-" and value[3] == ":":
         delta = timedelta(hours=int(value[1:3]), minutes=int(value[4:6]))
         return timezone(delta if value[0] == "+" else -delta)
-    return UTC
+    return None
 
 
 def _video_facts(data: bytes) -> MediaFacts:

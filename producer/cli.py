@@ -139,4 +139,5 @@ from producer import (  # noqa: E402,F401  (register their commands)
     cli_rights,
     cli_services,
     cli_video,
+    cli_watch,
 )

@@ -158,6 +158,9 @@ def status(source_id: str | None, as_json: bool) -> None:
     click.echo(f"deletions due {dels['due']}  overdue {dels['overdue']}  deferred "
                f"{dels['deferred']}" + (f"  OLDEST OVERDUE {dels['oldest_overdue']}"
                                         if dels["overdue"] else ""))
+    if (w := data["watch"])["updated_at"]:
+        click.echo(f"inbox backlog {w['backlog']}{'  PAUSED (queue full)' if w['paused'] else ''}"
+                   f"  rejected kept {w['rejected_kept']}  watcher seen {w['updated_at']}")
     from producer.status import overdue_warning, stalled_lines, stalled_warning, unrecorded_line
     if warning := overdue_warning(data):  # a missed retention deadline must be loud
         click.secho(warning, fg="red", bold=True, err=True)

@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 from celery import Celery
 from minio import Minio
@@ -61,6 +62,9 @@ class InputItem:
     origin: str
     size: int = 0  # bytes, as listed before reading (0: unknown); bounds a batch's memory
     refusal: str | None = None  # why it is not read at all (a symbolic link out of its folder)
+    # A large input: a local file holding its bytes (spooled from S3) and their sha256, used
+    # instead of ``read`` so that a video is never held in memory whole (issue 18).
+    spool: Callable[[], tuple[BinaryIO, str]] | None = None
 
 
 @dataclass
@@ -80,7 +84,9 @@ class IngestOptions:
     policy: Policy
     raw_ttl_s: int | None = None
     camera: str | None = None
-    captured_at: datetime | None = None
+    captured_at: datetime | None = None  # used when the file's metadata has none
+    camera_tz: tzinfo | None = None  # the zone of EXIF times that carry no offset (UTC if None)
+    capture_from: Literal["metadata", "upload"] = "metadata"  # "upload": captured_at wins
     consent_ref: str | None = None  # required by a consent-based policy (producer.consent)
 
 
@@ -181,7 +187,9 @@ def batches(items: Sequence[InputItem], count: int = BATCH,
 class _Prepared:
     item: InputItem
     result: IngestResult
-    data: bytes = b""
+    data: bytes = b""  # the whole input; for a spooled video only its first bytes
+    spool: BinaryIO | None = None  # a spooled video's bytes (see InputItem.spool)
+    size: int = 0
     fmt: str | None = None
     kind: str = str(SourceKind.IMAGE)
     data_key: bytes = b""  # the source's AES-GCM key, made when its original is uploaded
@@ -211,6 +219,8 @@ def ingest(
             for prepared in batch:
                 if prepared.result.state != "rejected":
                     rows.extend(_record(conn, prepared, options, settings))
+                if prepared.spool is not None:
+                    prepared.spool.close()
                 results.append(prepared.result)
             outbox.send_rows(app, settings, rows)
             if progress:
@@ -248,25 +258,46 @@ def _read(item: InputItem, settings: Settings) -> _Prepared:
     if item.refusal:
         result.state, result.error = "rejected", f"{item.name}: {item.refusal}"
         return prepared
+    digest = None
     try:
-        data = item.read()
+        if item.spool is not None:
+            data, digest = _read_spooled(prepared, item.spool)
+        else:
+            data = item.read()
     except Exception as exc:  # unreadable file: reported, the batch goes on
         result.state, result.error = "rejected", f"cannot read {item.name}: {exc}"
         return prepared
-    if len(data) > settings.limits.max_file_bytes:
+    prepared.size = prepared.size or len(data)
+    if prepared.size > settings.limits.max_file_bytes:
         result.state = "rejected"
-        result.error = (f"{item.name} is {len(data)} bytes, above the limit of "
+        result.error = (f"{item.name} is {prepared.size} bytes, above the limit of "
                         f"{settings.limits.max_file_bytes}")
         return prepared
     sniffed = sniff(data)
     prepared.data, prepared.fmt = data, sniffed[1] if sniffed else None
     if sniffed:
         prepared.kind = sniffed[0]
-    result.sha256 = sha256_hex(data)
+    result.sha256 = digest or sha256_hex(data)
     result.source_id = source_id_for(result.sha256)
     result.job_id = job_id_for(result.source_id, JobKind.CHUNK if prepared.kind ==
                                SourceKind.VIDEO else JobKind.IMAGE)
     return prepared
+
+
+def _read_spooled(prepared: _Prepared,
+                  spool: Callable[[], tuple[BinaryIO, str]]) -> tuple[bytes, str]:
+    """A spooled input: a video stays in its file (only its head is returned, for sniffing);
+    anything else is read from the file into memory, as a small input would be."""
+    file, digest = spool()
+    prepared.size = file.seek(0, 2)
+    file.seek(0)
+    head = file.read(64 * 1024)
+    if sniff(head) is not None and sniff(head)[0] == SourceKind.VIDEO:  # type: ignore[index]
+        prepared.spool = file
+        return head, digest
+    file.seek(0)
+    with file:
+        return file.read(), digest
 
 
 def _unknown(conn: Conn, batch: Sequence[_Prepared]) -> list[_Prepared]:
@@ -301,7 +332,9 @@ def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
     bucket, key = _raw_location(prepared, settings)
     assert prepared.result.source_id
     prepared.data_key = keyring.new_data_key()
-    sealer = keyring.Sealer(prepared.data_key, prepared.data, prepared.result.source_id)
+    plaintext = (keyring.FilePlaintext(prepared.spool, prepared.size)
+                 if prepared.spool is not None else prepared.data)
+    sealer = keyring.Sealer(prepared.data_key, plaintext, prepared.result.source_id)
     stored = put_stream(client, bucket, key, sealer.reader(), sealer.size, sealer.sha256())
     prepared.result.raw_version_id = stored.version_id
 
@@ -332,9 +365,9 @@ def _record(
             " captured_at, origin) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (sha256) DO NOTHING RETURNING id",
             (source_id, digest, prepared.kind, prepared.fmt or "unknown", item.name,
-             len(prepared.data), bucket, key, result.raw_version_id, options.policy.name,
+             prepared.size, bucket, key, result.raw_version_id, options.policy.name,
              options.policy.version, Jsonb(options.policy.model_dump(mode="json")),
-             options.camera, facts.captured_at or options.captured_at, item.origin),
+             options.camera, _captured_at(facts, options), item.origin),
         ).fetchone()
         if inserted is not None:
             conn.execute("UPDATE sources SET purpose = %s, legal_basis = %s, consent_ref = %s"
@@ -372,10 +405,63 @@ def _record(
             rows = [(outbox_id, task, str(job_id))]
         ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
                      bucket=bucket, key=key,
-                     detail={"sha256": digest, "size": len(prepared.data),
+                     detail={"sha256": digest, "size": prepared.size,
                              "origin": item.origin, "policy": options.policy.name,
                              "raw_ttl_s": ttl, "consent": options.consent_ref})
     return rows
+
+
+@dataclass(frozen=True)
+class InboxRef:
+    """Which inbox object version an input is: the ledger's key for exactly-once ingestion."""
+
+    bucket: str
+    key_sha256: str
+    version_id: str | None
+    size: int
+    uploaded_at: datetime | None
+
+
+def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions,
+                        settings: Settings, app: Celery) -> IngestResult:
+    """Ingest one inbox object version: raw copy, then ONE transaction with its source (or the
+    duplicate it is) and its ``inbox_objects`` row, then send. A version already recorded
+    (at-least-once delivery) commits nothing new and queues nothing; its result says so."""
+    prepared = _read(item, settings)
+    result = prepared.result
+    try:
+        with db.connect(settings, autocommit=True) as conn:
+            if result.state == "rejected":  # kept in the inbox; recorded if it never fits
+                if inbox.size <= settings.limits.max_file_bytes:
+                    return result  # unreadable now (S3 trouble?): the next sweep tries again
+                ledger.record_inbox_object(conn, inbox.bucket, inbox.key_sha256,
+                                           inbox.version_id, source_id=None, outcome="rejected",
+                                           size_bytes=inbox.size, uploaded_at=inbox.uploaded_at,
+                                           detail=result.error)
+                return result
+            if _unknown(conn, [prepared]):
+                _upload(prepared, settings, client_for("producer", settings))
+            with conn.transaction():
+                rows = _record(conn, prepared, options, settings)
+                fresh = ledger.record_inbox_object(
+                    conn, inbox.bucket, inbox.key_sha256, inbox.version_id,
+                    source_id=result.source_id, size_bytes=prepared.size,
+                    outcome="duplicate" if result.duplicate else "ingested",
+                    uploaded_at=inbox.uploaded_at)
+                if not fresh:
+                    raise _AlreadyRecorded
+    except _AlreadyRecorded:
+        result.duplicate, result.state = True, "already ingested"
+        return result
+    finally:
+        if prepared.spool is not None:
+            prepared.spool.close()
+    outbox.send_rows(app, settings, rows)
+    return result
+
+
+class _AlreadyRecorded(Exception):
+    """Rolls back a transaction for an inbox version another delivery recorded first."""
 
 
 # The job that carries a source's outcome: a video's assemble job, else its first job.
@@ -390,11 +476,17 @@ def _describe(prepared: _Prepared, options: IngestOptions,
     if not prepared.data_key:
         return MediaFacts(), None
     if prepared.kind != SourceKind.VIDEO:
-        return media_facts(prepared.data, prepared.kind), None
-    video = plan_video(prepared.data, options.policy, settings)
+        return media_facts(prepared.data, prepared.kind, options.camera_tz or UTC), None
+    video = plan_video(prepared.spool or prepared.data, options.policy, settings)
     facts = video_facts(video.info.creation_time, video.info.duration_s) \
         if video.info is not None else MediaFacts()
     return facts, video
+
+
+def _captured_at(facts: MediaFacts, options: IngestOptions) -> datetime | None:
+    if options.capture_from == "upload":
+        return options.captured_at or facts.captured_at
+    return facts.captured_at or options.captured_at
 
 
 def _report_duplicate(conn: Conn, result: IngestResult) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from infra import db, jobs
+from infra import db, jobs, ledger
 from infra.reconcile import unrecorded_objects
 from infra.settings import Settings
 
@@ -31,6 +31,8 @@ def overview(settings: Settings) -> dict[str, Any]:
         videos = video_progress(conn)
         stalled = jobs.stalled_jobs(conn, settings.limits.requeue_after_s)
         unrecorded = unrecorded_objects(conn)
+        watch = ledger.watch_backlog(conn)  # what `veil watch` last saw of the inbox
+        watch["updated_at"] = _iso(watch["updated_at"])
     return {
         "sources": sources["n"] if sources else 0,
         "jobs": {s: states.get(s, 0) for s in
@@ -48,6 +50,7 @@ def overview(settings: Settings) -> dict[str, Any]:
         "videos": videos,
         "stalled": stalled,
         "unrecorded_objects": unrecorded,
+        "watch": watch,
     }
 
 

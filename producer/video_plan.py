@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from infra import ledger
 from infra.db import Conn
 from infra.settings import Settings
-from infra.video_probe import ProbeError, VideoInfo, probe_video
+from infra.video_probe import ProbeError, VideoInfo, VideoSource, probe_video
 from schemas import messages
 from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
 from schemas.enums import AuditAction, JobKind
@@ -38,7 +38,7 @@ class VideoPlan:
     error: str | None = None  # why the video cannot be redacted
 
 
-def plan_video(data: bytes, policy: Policy, settings: Settings) -> VideoPlan:
+def plan_video(data: VideoSource, policy: Policy, settings: Settings) -> VideoPlan:
     """Probe and plan; a file Veil cannot redact gives a plan with an error instead."""
     try:
         info, packets = probe_video(data, settings.limits.max_image_pixels)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 
-# Test settings must be in place before any Veil module reads them. VEIL_TEST_SLOT=1..4 gives a
+# Test settings must be in place before any Veil module reads them. VEIL_TEST_SLOT=1..6 gives a
 # suite run its own database, Redis databases and queue prefix, so that several runs on one
 # machine (one per developer checkout) do not wipe each other's state.
 _SLOT = os.environ.get("VEIL_TEST_SLOT", "")
-if _SLOT and _SLOT not in ("1", "2", "3", "4"):
-    raise SystemExit("VEIL_TEST_SLOT must be 1, 2, 3 or 4")
-_REDIS_DBS = (14, 15) if not _SLOT else (2 * int(_SLOT) + 4, 2 * int(_SLOT) + 5)
+if _SLOT and _SLOT not in ("1", "2", "3", "4", "5", "6"):
+    raise SystemExit("VEIL_TEST_SLOT must be 1 to 6")
+# slots 1-4: dbs 6-13; the default (no slot) 14-15; slots 5 and 6 take 2-5 (0-1 are production's)
+_REDIS_DBS = {"": (14, 15), "5": (2, 3), "6": (4, 5)}.get(
+    _SLOT, (2 * int(_SLOT or 0) + 4, 2 * int(_SLOT or 0) + 5))
 os.environ.update({
     "VEIL_ENV": "test",
     "VEIL_DB__URL": f"postgresql://postgres@127.0.0.1:5432/veil_test{_SLOT}",

@@ -170,8 +170,8 @@ def test_a_failed_deletion_is_retried_with_backoff_and_stays_loud(
     assert task["attempts"] == clean_ledger.retention.max_attempts
     assert task["next_attempt_at"] > datetime.now(UTC)
     assert overview(clean_ledger)["deletions"]["overdue"] == 1
-    assert "veil_deletions_overdue 1\n" in render(collect(clean_ledger))
-    assert 'veil_deletions{state="failed"} 1\n' in render(collect(clean_ledger))
+    assert "veil_deletions_overdue 1.0\n" in render(collect(clean_ledger))
+    assert 'veil_deletions{state="failed"} 1.0\n' in render(collect(clean_ledger))
     assert len(rows(clean_ledger, "SELECT id FROM audit_events WHERE action = 'purge_failed'"
                     " AND bucket = %s", missing)) == clean_ledger.retention.max_attempts
 
@@ -186,7 +186,7 @@ def test_purging_a_raw_original_destroys_its_key_first(
     source = rows(clean_ledger, "SELECT * FROM sources WHERE id = %s", result.source_id)[0]
     time.sleep(1.1)
     overdue = render(collect(clean_ledger))
-    assert "veil_deletions_overdue 1\n" in overdue
+    assert "veil_deletions_overdue 1.0\n" in overdue
     # when the purge runs
     report = purge_due(clean_ledger, keep_receipts=True)
     # then the raw object is gone, its key destroyed, and the receipt says so with its checksum
@@ -196,7 +196,7 @@ def test_purging_a_raw_original_destroys_its_key_first(
         keyring.load_key(conn, result.source_id)
     receipt = report.receipts[0]
     assert receipt["key_destroyed"] is True and receipt["sha256"] == source["sha256"]
-    assert "veil_deletions_overdue 0\n" in render(collect(clean_ledger))
+    assert "veil_deletions_overdue 0.0\n" in render(collect(clean_ledger))
 
 
 def test_the_purge_runs_on_a_worker_when_sent(

@@ -75,9 +75,9 @@ def test_overdue_deletions_are_loud_in_status_and_metrics(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert "veil_deletions_overdue 1\n" in body
-    assert 'veil_jobs{state="queued"} 1\n' in body
+    assert "veil_deletions_overdue 1.0\n" in body
+    assert 'veil_jobs{state="queued"} 1.0\n' in body
     # and once purged, the alarm is gone
     assert veil("purge", "--now").returncode == 0
     assert "OVERDUE" not in veil("status").stderr
-    assert "veil_deletions_overdue 0\n" in veil("metrics").stdout
+    assert "veil_deletions_overdue 0.0\n" in veil("metrics").stdout
