@@ -207,7 +207,7 @@ class WatchSettings(BaseModel):
     stable_s: float = Field(default=2.0, ge=0)
     events_key: str = "veil:inbox-events"
     events_url: str = ""  # empty: the broker's Redis
-    spool_above_bytes: int = 64 * 1024**2  # inbox objects larger than this are never in memory
+    spool_above_bytes: int = 32 * 1024**2  # inbox objects larger than this are never in memory
 
 
 class StackSettings(BaseModel):

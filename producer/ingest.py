@@ -335,7 +335,8 @@ def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
     plaintext = (keyring.FilePlaintext(prepared.spool, prepared.size)
                  if prepared.spool is not None else prepared.data)
     sealer = keyring.Sealer(prepared.data_key, plaintext, prepared.result.source_id)
-    stored = put_stream(client, bucket, key, sealer.reader(), sealer.size, sealer.sha256())
+    stored = put_stream(client, bucket, key, sealer.reader(), sealer.size, sealer.sha256(),
+                        parallel_parts=1 if prepared.spool is not None else 3)
     prepared.result.raw_version_id = stored.version_id
 
 

@@ -15,7 +15,7 @@ from infra.settings import Settings
 from producer.ingest import wait_for
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import rows
-from tests.watching import Inbox, inbox, inbox_rows, sources  # noqa: F401 (fixture)
+from tests.watching import Inbox, inbox_rows, sources
 
 
 def test_watch_once_ingests_two_cameras_and_removes_a_duplicate_under_another_key(
