@@ -2,9 +2,10 @@
 
 Read at ingest from the bytes already in memory: a JPEG's EXIF ``DateTimeOriginal`` (with
 ``OffsetTimeOriginal`` when the camera wrote it), a video container's ``creation_time``. Only
-headers are parsed, never pixels. EXIF times without an offset are camera-local and taken as
-UTC: cameras rarely know their zone, and `veil ingest --captured-at` is there for files without
-metadata. Anything unreadable yields None; it never fails an ingest (invariant 7).
+headers are parsed, never pixels. EXIF times without an offset are camera-local: read in the
+camera's zone when the cameras file gives one (`veil watch`), else taken as UTC (cameras rarely
+know their zone); `veil ingest --captured-at` is there for files without metadata. Anything
+unreadable yields None; it never fails an ingest (invariant 7).
 """
 
 from __future__ import annotations

@@ -62,10 +62,10 @@ def watch(path: Path | None, once: bool, after: str, metrics_port: int | None,
             _watch_folder(path, after, settings, app, book, echo, once, as_json, stopping)
             return
         from producer.watch import Watcher
-        watcher = Watcher(settings, app, book, metrics, echo)
+        watcher = Watcher(settings, app, book, metrics, echo, stop=lambda: bool(stopping))
         if not once:
             echo(f"watching {', '.join(watcher.buckets)} ({len(book)} cameras configured)")
-            watcher.run_forever(stop=lambda: bool(stopping))
+            watcher.run_forever()
             return
         summary = watcher.run_once()
     payload: dict[str, Any] = {"counts": dict(summary.counts), "problems": summary.problems,

@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
 import redis
+import redis.exceptions
 from celery import Celery
 
 from infra import db, ledger
@@ -62,8 +64,11 @@ class WatchSummary:
 class Watcher:
     def __init__(self, settings: Settings, app: Celery, book: CameraBook,
                  metrics: WatchMetrics | None = None,
-                 echo: Callable[[str], None] = lambda line: None) -> None:
-        self.settings, self.app, self.book, self.echo = settings, app, book, echo
+                 echo: Callable[[str], None] = lambda line: None,
+                 stop: Callable[[], bool] = lambda: False) -> None:
+        """``stop``: asked between objects (SIGTERM); a stopped watcher leaves its cursor where
+        it was, so the next start goes on from there."""
+        self.settings, self.app, self.book, self.echo, self.stop = settings, app, book, echo, stop
         self.metrics = metrics or WatchMetrics()
         self.client = client_for("producer", settings)
         self.broker = redis.Redis.from_url(settings.broker.url)
@@ -94,7 +99,7 @@ class Watcher:
     def wait_for_room(self, bucket: str) -> None:
         """Backpressure: wait while the job queue is deeper than the setting."""
         limit, paused = self.settings.watch.max_queue_depth, False
-        while (depth := self.queue_depth()) > limit:
+        while (depth := self.queue_depth()) > limit and not self.stop():
             self.metrics.queue_depth.set(depth)
             if not paused:
                 paused = True
@@ -127,6 +132,8 @@ class Watcher:
             self.metrics.backlog.labels(bucket).set(len(pending))
             stuck = 0
             for left, obj in enumerate(pending, 1):
+                if self.stop():
+                    return left - 1
                 try:
                     stuck += self.handle(obj).outcome in ("rejected", "refused", "kept")
                 except TransientStorageError as exc:  # the next sweep tries it again
@@ -152,27 +159,26 @@ class Watcher:
 
     # --- forever -----------------------------------------------------------------------------
 
-    def run_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Sweep every ``poll_s``; between sweeps, handle bucket events as they come."""
-        watch = self.settings.watch
+    def run_forever(self) -> None:
+        """Sweep every ``poll_s``; between sweeps, handle bucket events as they come. A service
+        that is down (S3, PostgreSQL, Redis) is waited for, with a log line, not a crash."""
+        watch, stop = self.settings.watch, self.stop
         events = EventQueue(watch.events_url or self.settings.broker.url, watch.events_key) \
             if watch.events_key else None
         if events is not None and (back := events.recover()):
             log.info("re-queued %d bucket events left by a stopped watcher", back)
         while not stop():
             for bucket in self.buckets:
-                self.sweep(bucket)
+                _survive(lambda b=bucket: self.sweep(b))  # type: ignore[misc]
             deadline = time.monotonic() + watch.poll_s
             while not stop() and (left := deadline - time.monotonic()) > 0:
-                if events is None:
+                if events is None or not _survive(lambda: self._take_event(events, 1.0)):
                     time.sleep(min(left, 1.0))
-                    continue
-                self._take_event(events, min(left, 1.0))
 
-    def _take_event(self, events: EventQueue, timeout_s: float) -> None:
+    def _take_event(self, events: EventQueue, timeout_s: float) -> bool:
         taken = events.take(timeout_s)
         if taken is None:
-            return
+            return True
         raw, objects = taken
         prefix = self.settings.watch.prefix
         for event in objects:
@@ -180,3 +186,19 @@ class Watcher:
                 self.handle(InboxObject(event.bucket, event.key, event.version_id, event.size,
                                         event.event_time))
         events.done(raw)
+        return True
+
+
+_OUTAGES = (TransientStorageError, psycopg.OperationalError, redis.exceptions.ConnectionError)
+
+
+def _survive(step: Callable[[], object]) -> bool:
+    """Run one step of the forever loop; an outage of a service is logged and waited out
+    (False), anything else is a bug and stops the watcher loudly."""
+    try:
+        step()
+    except _OUTAGES as exc:
+        log.warning("watch: a service is unavailable, retrying: %s: %s",
+                    type(exc).__name__, exc)
+        return False
+    return True

@@ -15,7 +15,7 @@ from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, queue_name
 from infra.settings import BrokerSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
-VEIL_SERVICES = ["migrate", "worker", "worker-gpu", "beat", "flower"]
+VEIL_SERVICES = ["migrate", "worker", "worker-gpu", "beat", "flower", "watch"]
 REQUIRED = ["minio", "redis", "postgres", *VEIL_SERVICES]
 
 

@@ -116,3 +116,23 @@ def _until(check, what: str, timeout_s: float = 60) -> None:  # type: ignore[no-
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def test_compose_sends_minio_inbox_events_where_the_watcher_reads_them() -> None:
+    import yaml
+
+    from infra.settings import Settings
+    from tests.conftest import REPO
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    minio_env, init = services["minio"]["environment"], "\n".join(services["minio-init"]["command"])
+    defaults = Settings().watch
+    # MinIO publishes to the broker's Redis, on the list and in the format the watcher reads
+    assert minio_env["MINIO_NOTIFY_REDIS_ENABLE_VEIL"] == "on"
+    assert minio_env["MINIO_NOTIFY_REDIS_KEY_VEIL"] == defaults.events_key
+    assert minio_env["MINIO_NOTIFY_REDIS_FORMAT_VEIL"] == "access"
+    assert services["watch"]["environment"]["VEIL_BROKER__URL"].startswith(
+        "redis://" + minio_env["MINIO_NOTIFY_REDIS_ADDRESS_VEIL"] + "/")
+    # and the set-up step subscribes the inbox bucket's uploads to that target
+    assert "mc event add --ignore-existing veil/veil-inbox arn:minio:sqs::veil:redis" \
+        " --event put" in init
+    assert services["watch"]["command"][:2] == ["veil", "watch"]
