@@ -32,7 +32,6 @@ def watch(path: Path | None, once: bool, after: str, metrics_port: int | None,
           metrics_address: str, as_json: bool) -> None:
     """Ingest every upload to the inbox bucket as it arrives (or every file in PATH).
 
-    \b
     Uploads go to veil-inbox/<camera>/...; the cameras file (VEIL_CAMERAS_FILE) gives each
     camera its policy, time zone and capture-time source. Each object version becomes exactly
     one source; the same bytes under another key are reported as a duplicate; the inbox copy
