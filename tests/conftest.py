@@ -26,6 +26,8 @@ os.environ.update({
     "VEIL_BROKER__URL": f"redis://127.0.0.1:6379/{_REDIS_DBS[0]}",
     "VEIL_BROKER__RESULT_URL": f"redis://127.0.0.1:6379/{_REDIS_DBS[1]}",
     "VEIL_BROKER__QUEUE_PREFIX": f"veil-test{_SLOT}",
+    # a `veil watch` started by a test sees only this part of the shared inbox bucket
+    "VEIL_WATCH__PREFIX": f"veil-test{_SLOT}-watch/",
     "VEIL_LIMITS__MAX_IMAGE_PIXELS": "40000000",
     "VEIL_LIMITS__RELAY_GRACE_S": "0",
 })

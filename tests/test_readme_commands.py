@@ -7,7 +7,8 @@ instead of being passed through. Each command runs as a user types it (text mode
 ``--help`` offers ``--json``, again with ``--json``: the exit code must be the documented one (0
 here: every input is good and a real worker runs), nothing may print a traceback, and ``--json``
 must print JSON. Long-running commands (``worker``, ``beat``, ``flower``, ``metrics --serve``)
-must still be running and silent about errors after a few seconds; then they are stopped.
+must still be running and silent about errors after a few seconds; then they are stopped
+(``veil watch`` sees only the suite's own inbox prefix, VEIL_WATCH__PREFIX in conftest.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tests.conftest import REPO, face_image, jpeg_bytes
 
 VEIL = str(Path(sys.executable).parent / "veil")
 README = REPO / "README.md"
-LONG_RUNNING = ("veil worker", "veil beat", "veil flower", "veil metrics --serve")
+LONG_RUNNING = ("veil worker", "veil beat", "veil flower", "veil metrics --serve", "veil watch")
 # Commands not run here, each with where it is run instead. Every entry must still be in the
 # README (a test below), so the list cannot go stale.
 NOT_RUN_HERE = {
