@@ -440,16 +440,24 @@ def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions
                                            size_bytes=inbox.size, uploaded_at=inbox.uploaded_at,
                                            detail=result.error)
                 return result
-            if _unknown(conn, [prepared]):
+            try:
+                _check_consent(conn, options)
+            except IngestError as exc:  # a consent-based camera policy: kept, reported
+                result.state, result.error = "rejected", str(exc)
+                return result
+            if fresh := _unknown(conn, [prepared]):
+                _record_intents(conn, fresh, settings)
                 _upload(prepared, settings, client_for("producer", settings))
             with conn.transaction():
                 rows = _record(conn, prepared, options, settings)
-                fresh = ledger.record_inbox_object(
+                if result.state == "rejected":
+                    return result
+                recorded = ledger.record_inbox_object(
                     conn, inbox.bucket, inbox.key_sha256, inbox.version_id,
                     source_id=result.source_id, size_bytes=prepared.size,
                     outcome="duplicate" if result.duplicate else "ingested",
                     uploaded_at=inbox.uploaded_at)
-                if not fresh:
+                if not recorded:
                     raise _AlreadyRecorded
     except _AlreadyRecorded:
         result.duplicate, result.state = True, "already ingested"
