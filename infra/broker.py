@@ -24,6 +24,9 @@ from schemas import messages
 
 QUEUE_JOBS = "jobs"
 QUEUE_MAINTENANCE = "maintenance"
+# Purge, erasure and inbox clean-up: consumed only by the retention worker, the one process that
+# holds delete credentials (docs/security.md).
+QUEUE_RETENTION = "retention"
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -35,6 +38,7 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
     limits = settings.limits
     jobs_q = queue_name(settings, QUEUE_JOBS)
     maint_q = queue_name(settings, QUEUE_MAINTENANCE)
+    retention_q = queue_name(settings, QUEUE_RETENTION)
     return {
         "broker_url": settings.broker.url,
         "result_backend": settings.broker.result_url,
@@ -68,8 +72,10 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
             messages.REDACT_IMAGE: {"queue": jobs_q},
             messages.RELAY_OUTBOX: {"queue": maint_q},
             messages.SWEEP_LEASES: {"queue": maint_q},
-            messages.PURGE: {"queue": maint_q},
-            messages.RECONCILE_OBJECTS: {"queue": maint_q},
+            messages.PURGE: {"queue": retention_q},
+            messages.ERASE: {"queue": retention_q},
+            # The reconciler deletes objects no ledger row knows: only the retention worker can.
+            messages.RECONCILE_OBJECTS: {"queue": retention_q},
         },
         "beat_schedule": {
             "relay-outbox": {"task": messages.RELAY_OUTBOX, "schedule": timedelta(seconds=10)},

@@ -24,15 +24,29 @@ Row = dict[str, Any]
 Conn = psycopg.Connection[Row]
 
 
+class SuperuserRefused(psycopg.OperationalError):
+    """Production refuses to run as a PostgreSQL superuser: privileges would not bind it."""
+
+
 def connect(settings: Settings | None = None, autocommit: bool = False) -> Conn:
+    """A connection as ``settings.db.url``'s user. In production a superuser is refused: the
+    grants of ``0008_roles.sql`` (append-only audit, no keys for the operator) bind only the
+    roles they name, never a superuser."""
     settings = settings or get_settings()
-    return psycopg.connect(
+    conn = psycopg.connect(
         settings.db.url,
         autocommit=autocommit,
         row_factory=dict_row,
         connect_timeout=settings.db.connect_timeout_s,
         application_name="veil",
     )
+    if settings.env == "production" and conn.info.parameter_status("is_superuser") == "on":
+        user = conn.info.user
+        conn.close()
+        raise SuperuserRefused(
+            f"refusing to run as PostgreSQL superuser {user!r} in production: connect as the "
+            "process's own role (veil_producer, veil_worker, ...; docs/security.md)")
+    return conn
 
 
 @contextmanager
@@ -95,8 +109,17 @@ def apply_migrations(settings: Settings | None = None) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(sql)  # type: ignore[call-overload]
+                    _hand_to_owner(conn)
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied.append(version)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
+
+
+def _hand_to_owner(conn: Conn) -> None:
+    """Give what a migration created to ``veil_owner`` (``veil_take_ownership``, from 0008), so
+    that ownership does not depend on who connected: a bootstrap superuser locally, veil_owner
+    itself in production. Before 0008 there is no such function and nothing to do."""
+    if conn.execute("SELECT 1 FROM pg_proc WHERE proname = 'veil_take_ownership'").fetchone():
+        conn.execute("SELECT veil_take_ownership()")

@@ -1,7 +1,8 @@
 """Object storage through the ``minio`` client only, so the same code runs on MinIO and SeaweedFS.
 
-Each role (admin, producer, worker, operator) gets its own credentials; the server decides what a
-role may touch (SeaweedFS: ``infra.stack.s3_identities``; MinIO: ``infra/assets/minio-policy-*``).
+Each role (admin, producer, worker, retention, hold, operator) gets its own credentials; the
+server decides what a role may touch, by the one table in ``infra.grants`` (SeaweedFS:
+``infra.stack.s3_identities`` and bucket policies; MinIO: ``infra/assets/minio-policy-*``).
 
 Error contract: a failure worth retrying (connection refused, timeouts, HTTP 5xx, ``SlowDown``)
 leaves these functions as :class:`TransientStorageError`, chained to the original; anything else
@@ -28,11 +29,11 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.versioningconfig import VersioningConfig
 from urllib3 import exceptions as urllib3_errors
 
-from infra.settings import Settings, get_settings
+from infra.settings import DEFAULT_SECRET, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-Role = Literal["admin", "producer", "worker", "operator"]
+Role = Literal["admin", "producer", "worker", "retention", "hold", "operator"]
 
 SHA256_METADATA = "sha256"
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion", "ResourceNotFound"})
@@ -152,6 +153,10 @@ def client_for(
     """A client with ``role``'s credentials and bounded timeouts (minio's default waits 5 min)."""
     settings = settings or get_settings()
     creds = settings.s3_roles()[role]
+    if settings.env == "production" and creds.secret_key.get_secret_value() == DEFAULT_SECRET:
+        raise PermissionError(
+            f"this process has no S3 credentials for role {role!r}: production refuses the "
+            f"development default (set VEIL_S3__{role.upper()}__ACCESS_KEY and __SECRET_KEY)")
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
         maxsize=10,

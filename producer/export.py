@@ -1,6 +1,9 @@
-"""`veil export`: download redacted outputs, named after the original's stem.
+"""`veil export`: download redacted outputs, named by source id (``--names original``: after
+the original's stem, an opt-in that is audited, since a file name can name a person).
 
 Only `redacted` is read, with the operator's credentials; every export is an audit event.
+Outputs of erased sources and outputs already purged are skipped and counted, not an error:
+they are gone on purpose.
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Literal
+
+from minio.error import S3Error
 
 from infra import db, ledger
 from infra.objectstore import client_for, get_bytes
@@ -23,6 +29,11 @@ class Exported:
     source_id: uuid.UUID
     path: Path | None
     error: str | None = None
+    skipped: str | None = None  # why nothing was written: "erased" or "purged"
+
+
+Names = Literal["source-id", "original"]
+_GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject"})
 
 
 def output_name(original_name: str, output_key: str, taken: set[str], source_id: uuid.UUID) -> str:
@@ -37,12 +48,15 @@ def output_name(original_name: str, output_key: str, taken: set[str], source_id:
 
 
 def export(source_ids: Sequence[uuid.UUID] | None, out_dir: Path, settings: Settings,
-           progress: Callable[[int], None] | None = None) -> list[Exported]:
+           progress: Callable[[int], None] | None = None,
+           names: Names = "source-id") -> list[Exported]:
     """Export the given sources (None: every source with an output) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with db.connect(settings) as conn:
-        query = ("SELECT s.id, s.original_name, a.bucket, a.key, a.version_id FROM sources s"
-                 " LEFT JOIN artifacts a ON a.source_id = s.id AND a.stage = %s")
+        query = ("SELECT s.id, s.original_name, s.erased_at, a.bucket, a.key, a.version_id,"
+                 " coalesce(d.state = 'done', false) AS purged FROM sources s"
+                 " LEFT JOIN artifacts a ON a.source_id = s.id AND a.stage = %s"
+                 " LEFT JOIN deletion_tasks d ON d.bucket = a.bucket AND d.key = a.key")
         params: list[object] = [str(Stage.REDACT)]
         if source_ids is not None:
             query += " WHERE s.id = ANY(%s)"
@@ -55,16 +69,27 @@ def export(source_ids: Sequence[uuid.UUID] | None, out_dir: Path, settings: Sett
     taken = {p.name for p in out_dir.iterdir()}
     with db.connect(settings, autocommit=True) as conn:
         for row in rows:
+            if row["erased_at"] is not None or row["purged"]:
+                results.append(Exported(row["id"], None, skipped="erased" if row["erased_at"]
+                                        else "purged"))
+                continue
             if row["key"] is None:
                 if source_ids is not None:
                     results.append(Exported(row["id"], None, f"source {row['id']} has no "
                                             "redacted output (see `veil status` for its state)"))
                 continue
-            data = get_bytes(client, row["bucket"], row["key"], version_id=row["version_id"])
-            path = out_dir / output_name(row["original_name"], row["key"], taken, row["id"])
+            try:
+                data = get_bytes(client, row["bucket"], row["key"], version_id=row["version_id"])
+            except S3Error as exc:
+                if exc.code not in _GONE_CODES:
+                    raise
+                results.append(Exported(row["id"], None, skipped="purged"))  # deleted meanwhile
+                continue
+            stem = row["original_name"] if names == "original" else str(row["id"])
+            path = out_dir / output_name(stem, row["key"], taken, row["id"])
             path.write_bytes(data)
             ledger.audit(conn, ACTOR, AuditAction.EXPORT, source_id=row["id"],
-                         bucket=row["bucket"], key=row["key"])
+                         bucket=row["bucket"], key=row["key"], detail={"names": names})
             results.append(Exported(row["id"], path))
             if progress:
                 progress(1)

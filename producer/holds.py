@@ -1,5 +1,8 @@
 """Legal holds: freeze a source's objects for an investigation (`veil hold set | release`).
 
+`veil hold` connects as the PostgreSQL role ``veil_retention`` and uses the S3 role ``hold``,
+the only identity that may set or lift an S3 legal hold (docs/security.md).
+
 A hold lives in the ledger (``legal_holds``, one active hold per source); the purge defers the
 deletion of a held source's objects and `veil erase` refuses it, naming the hold. Where a bucket
 was created with S3 object lock, the hold is also applied to every stored version as an S3 legal
@@ -69,6 +72,8 @@ def source_objects(conn: Conn, s3: Minio, settings: Settings,
     found: set[tuple[str, str]] = set()
     for row in conn.execute(
             "SELECT raw_bucket AS bucket, raw_key AS key FROM sources WHERE id = %(id)s"
+            " UNION SELECT inbox_bucket, inbox_key FROM sources"
+            " WHERE id = %(id)s AND inbox_key IS NOT NULL"
             " UNION SELECT bucket, key FROM artifacts WHERE source_id = %(id)s"
             " UNION SELECT bucket, key FROM deletion_tasks WHERE source_id = %(id)s",
             {"id": source_id}):
@@ -79,10 +84,13 @@ def source_objects(conn: Conn, s3: Minio, settings: Settings,
     return sorted(found)
 
 
-def _apply_s3_holds(s3: Minio, objects: list[tuple[str, str]], enabled: bool) -> int:
+def _apply_s3_holds(s3: Minio, objects: list[tuple[str, str]], enabled: bool,
+                    settings: Settings) -> int:
     supported: dict[str, bool] = {}
     versions = 0
     for bucket, key in objects:
+        if bucket == settings.s3.bucket_inbox:
+            continue  # the inbox copy is deleted once ingested; the hold covers the raw copy
         if bucket not in supported:
             supported[bucket] = supports_object_lock(s3, bucket)
         if supported[bucket]:
@@ -96,7 +104,7 @@ def set_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: str,
     ``forbid_reveal`` also refuses `veil dsar --reveal` on it while the hold lasts."""
     if not reason.strip():
         raise RightsError(f"source {source_id}: a legal hold needs a --reason")
-    s3 = s3 or client_for("admin", settings)
+    s3 = s3 or client_for("hold", settings)
     with db.transaction(settings) as conn:
         source = lock_source(conn, source_id)
         if source["erased_at"] is not None:
@@ -114,7 +122,7 @@ def set_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: str,
             (source_id, reason, actor, forbid_reveal)).fetchone()["id"]  # type: ignore[index]
         gone = {(t["bucket"], t["key"]) for t in tasks if t["state"] == "done"}
         objects = [o for o in source_objects(conn, s3, settings, source_id) if o not in gone]
-        versions = _apply_s3_holds(s3, objects, True)
+        versions = _apply_s3_holds(s3, objects, True, settings)
         conn.execute("UPDATE legal_holds SET s3_objects = %s WHERE id = %s", (versions, hold_id))
         result = {"hold_id": hold_id, "source_id": str(source_id), "reason": reason,
                   "set_by": actor, "objects_held": len(objects), "s3_versions_locked": versions,
@@ -130,7 +138,7 @@ def release_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
     """Release the source's active hold; deferred deletions become due again at once."""
     if not reason.strip():
         raise RightsError(f"source {source_id}: releasing a legal hold needs a --reason")
-    s3 = s3 or client_for("admin", settings)
+    s3 = s3 or client_for("hold", settings)
     with db.transaction(settings) as conn:
         lock_source(conn, source_id)
         hold = active_hold(conn, source_id)
@@ -138,7 +146,8 @@ def release_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
             raise RightsError(f"source {source_id} has no active legal hold")
         conn.execute("UPDATE legal_holds SET released_at = now(), released_by = %s,"
                      " release_reason = %s WHERE id = %s", (actor, reason, hold.id))
-        versions = _apply_s3_holds(s3, source_objects(conn, s3, settings, source_id), False)
+        versions = _apply_s3_holds(s3, source_objects(conn, s3, settings, source_id), False,
+                                   settings)
         resumed = conn.execute(
             "UPDATE deletion_tasks SET state = 'pending', next_attempt_at = NULL,"
             " last_error = NULL WHERE source_id = %s AND state = 'deferred' RETURNING id",

@@ -53,6 +53,15 @@ class IngestError(Exception):
     for that input."""
 
 
+@dataclass
+class InboxObject:
+    """Where an inbox upload lies; ``version_id`` is the version read (set when it is read)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
 @dataclass(frozen=True)
 class InputItem:
     """One thing to ingest: its display name (kept in the ledger only) and how to read it."""
@@ -65,6 +74,7 @@ class InputItem:
     # A large input: a local file holding its bytes (spooled from S3) and their sha256, used
     # instead of ``read`` so that a video is never held in memory whole (issue 18).
     spool: Callable[[], tuple[BinaryIO, str]] | None = None
+    inbox: InboxObject | None = None  # an upload in the inbox, deleted once ingested
 
 
 @dataclass
@@ -132,6 +142,10 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     if not bucket:
         raise IngestError(f"bad S3 address {url!r}: use s3://bucket/prefix")
+    if bucket != settings.s3.bucket_inbox:
+        # raw holds ciphertext, work and redacted Veil's own outputs: none of them is an input.
+        raise IngestError(f"{url}: only the inbox bucket ({settings.s3.bucket_inbox}) can be "
+                          "ingested from S3")
     client = client_for("producer", settings)
     limit = settings.limits.max_file_bytes
     try:
@@ -145,20 +159,26 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
         raise IngestError(f"no object at {url}: nothing in bucket {bucket!r} starts with "
                           f"{prefix!r} (missing object)")
     for key, size in listed:
+        inbox = InboxObject(bucket, key)
         yield InputItem(
             name=display_name(posixpath.basename(key)),
-            read=lambda k=key: _get(client, bucket, k, limit),  # type: ignore[misc]
+            read=lambda o=inbox: _read_inbox(client, o, limit),  # type: ignore[misc]
             origin="s3-inbox",
             size=size,
+            inbox=inbox,
         )
 
 
-def _get(client: Minio, bucket: str, key: str, limit: int) -> bytes:
-    """One listed object's bytes; an S3 refusal says which kind it was (gone, denied)."""
+def _read_inbox(client: Minio, inbox: InboxObject, limit: int) -> bytes:
+    """The current version of an inbox upload, pinned: the version recorded is the one read;
+    an S3 refusal says which kind it was (gone, denied)."""
     try:
-        return get_bytes(client, bucket, key, max_bytes=limit)
+        stat = client.stat_object(inbox.bucket, inbox.key)
+        inbox.version_id = stat.version_id
+        return get_bytes(client, inbox.bucket, inbox.key, version_id=stat.version_id,
+                         max_bytes=limit)
     except S3Error as exc:
-        raise IngestError(explain_error(client, exc, bucket, key)) from exc
+        raise IngestError(explain_error(client, exc, inbox.bucket, inbox.key)) from exc
 
 
 BATCH = 32
@@ -223,6 +243,8 @@ def ingest(
                     prepared.spool.close()
                 results.append(prepared.result)
             outbox.send_rows(app, settings, rows)
+            if inbox_cleanup_due(group):
+                app.send_task(messages.PURGE)  # the retention worker deletes the inbox copies
             if progress:
                 progress(len(batch))
     return results
@@ -377,6 +399,7 @@ def _record(
                                             options.consent_ref, source_id))
         if inserted is None:
             _report_duplicate(conn, result)
+            _schedule_inbox_deletion(conn, item, source_id)
             return []
         if facts.duration_s is not None:
             conn.execute("UPDATE sources SET duration_s = %s WHERE id = %s",
@@ -398,6 +421,11 @@ def _record(
             conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
             reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
         )
+        if item.inbox is not None:
+            conn.execute("UPDATE sources SET inbox_bucket = %s, inbox_key = %s,"
+                         " inbox_version_id = %s WHERE id = %s",
+                         (item.inbox.bucket, item.inbox.key, item.inbox.version_id, source_id))
+        _schedule_inbox_deletion(conn, item, source_id)
         if video is None:
             task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
             outbox_id = conn.execute(
@@ -471,6 +499,24 @@ def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions
 
 class _AlreadyRecorded(Exception):
     """Rolls back a transaction for an inbox version another delivery recorded first."""
+
+def _schedule_inbox_deletion(conn: Conn, item: InputItem, source_id: uuid.UUID | None) -> None:
+    """The inbox upload is plaintext: once its raw copy is committed (this transaction), it is
+    due for deletion at once. The retention worker deletes every version with a receipt and an
+    audit event; a crash before that leaves the task due, so the next purge does it. A key
+    uploaded again after an earlier deletion gets its task back (pending, due now)."""
+    if item.inbox is None:
+        return
+    conn.execute(
+        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
+        " VALUES (%s, %s, %s, now(), 'inbox upload ingested') ON CONFLICT (bucket, key)"
+        " DO UPDATE SET due_at = now(), reason = EXCLUDED.reason, state = 'pending',"
+        " next_attempt_at = NULL", (source_id, item.inbox.bucket, item.inbox.key))
+
+
+def inbox_cleanup_due(items: Sequence[InputItem]) -> bool:
+    """True when an ingest left inbox uploads to delete (the caller then wakes the purge)."""
+    return any(i.inbox is not None for i in items)
 
 
 # The job that carries a source's outcome: a video's assemble job, else its first job.

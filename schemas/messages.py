@@ -13,6 +13,7 @@ REDACT_CHUNK: Final = "veil.redact_chunk"
 ASSEMBLE_VIDEO: Final = "veil.assemble_video"
 PURGE: Final = "veil.purge"
 RECONCILE_OBJECTS: Final = "veil.reconcile_objects"
+ERASE: Final = "veil.erase"  # argument: an erasure request id recorded by `veil erase`
 
 TASK_FOR_JOB_KIND: Final = {"image": REDACT_IMAGE, "chunk": REDACT_CHUNK,
                             "assemble": ASSEMBLE_VIDEO}

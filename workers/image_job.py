@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Literal
 
 from minio import Minio
 
 from infra import db, keyring, ledger
-from infra.objectstore import client_for, delete_all_versions, put_bytes
+from infra.objectstore import client_for, put_bytes
 from infra.settings import Settings
 from schemas.enums import AuditAction, Stage
 from schemas.keys import redacted_key
@@ -69,7 +70,9 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
                   for i, d in enumerate(result.detections)]
     with db.process_transaction(settings) as conn:
         if ledger.job_cancelled(conn, job.job_id):  # erased meanwhile: publish nothing
-            delete_all_versions(s3, stored.bucket, stored.key)
+            # Workers cannot delete (least privilege): the retention worker does, at once.
+            ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key,
+                                     datetime.now(UTC), "output of a cancelled job")
             return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.REDACT), result.model_version, artifact,
                                detections)

@@ -1,8 +1,13 @@
-"""Celery tasks for retention: the scheduled purge (a thin wrapper over the purge function).
+"""Celery tasks of the retention worker: the scheduled purge and erasure requests.
 
-Beat sends it every ``retention.purge_interval_s`` to the maintenance queue, with an expiry of
-one interval so that a backlog of ticks (workers down for an hour) collapses into one run.
-Overlapping runs are safe: batches are claimed with FOR UPDATE SKIP LOCKED.
+They run on the ``retention`` queue, which only ``veil worker --retention`` consumes: the one
+process holding delete credentials (PostgreSQL ``veil_retention``, S3 role ``retention``). The
+purge also deletes inbox uploads once ingested (their deletion tasks are due at once).
+
+Beat sends the purge every ``retention.purge_interval_s`` with an expiry of one interval, so a
+backlog of ticks (workers down for an hour) collapses into one run. Overlapping runs are safe:
+batches are claimed with FOR UPDATE SKIP LOCKED. An erase task carries only the id of a request
+that `veil erase` recorded; with any other id it does nothing.
 """
 
 from __future__ import annotations
@@ -18,3 +23,11 @@ from workers.app import app
 @app.task(name=messages.PURGE, ignore_result=True)
 def purge() -> dict[str, Any]:
     return purge_due(get_settings()).as_dict()
+
+
+@app.task(name=messages.ERASE, ignore_result=True)
+def erase(request_id: str) -> dict[str, Any]:
+    from producer.erase import carry_out  # the erasure's steps live with `veil erase`
+    receipts = carry_out(get_settings(), request_id)
+    return {"request_id": request_id, "carried_out": receipts is not None,
+            "sources": len(receipts or [])}

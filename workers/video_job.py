@@ -22,7 +22,7 @@ from typing import Literal
 from minio import Minio
 
 from infra import db, keyring, ledger
-from infra.objectstore import client_for, delete_all_versions, get_bytes, put_bytes
+from infra.objectstore import client_for, get_bytes, put_bytes
 from infra.settings import Settings
 from infra.video_probe import VideoInfo
 from schemas import messages
@@ -107,7 +107,9 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
               for t in output.tracks]
     with db.process_transaction(settings) as conn:
         if ledger.job_cancelled(conn, job.job_id):  # erased meanwhile: publish nothing
-            delete_all_versions(s3, stored.bucket, stored.key)
+            # Workers cannot delete (least privilege): the retention worker does, at once.
+            ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key,
+                                     datetime.now(UTC), "output of a cancelled job")
             return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.CHUNK), output.model_version, artifact, [])
         ledger.record_detection_ranges(conn, job.job_id, str(Stage.CHUNK),
@@ -200,7 +202,9 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
     model_version = chunks[0].model_version or "unknown"
     with db.process_transaction(settings) as conn:
         if ledger.job_cancelled(conn, job.job_id):
-            delete_all_versions(s3, stored.bucket, stored.key)
+            # Workers cannot delete (least privilege): the retention worker does, at once.
+            ledger.schedule_deletion(conn, job.source_id, stored.bucket, stored.key,
+                                     datetime.now(UTC), "output of a cancelled job")
             return "cancelled"
         ledger.record_artifact(conn, job, str(Stage.REDACT), model_version, artifact, [])
         ledger.schedule_output_deletion(conn, job.source_id, stored.bucket, stored.key,
