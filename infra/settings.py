@@ -305,9 +305,10 @@ class Settings(BaseSettings):
                 "hold": self.s3.hold, "operator": self.s3.operator}
 
     def for_db_role(self, role: DbRole) -> Settings:
-        """A copy whose ``db.url`` is ``role``'s connection."""
+        """A copy whose ``db.url`` is ``role``'s connection (a copy can switch again: the role
+        URLs stay, and a derived user is swapped, not stacked)."""
         return self.model_copy(update={"db": self.db.model_copy(
-            update={"url": self.db.url_for(role), "role_urls": {}, "role_users": False})})
+            update={"url": self.db.url_for(role)})})
 
 
 def plaintext_connections(settings: Settings) -> list[str]:

@@ -36,7 +36,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -44,7 +44,7 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 import redis  # noqa: E402
 
-from infra.settings import Settings, get_settings, reset_settings_cache  # noqa: E402
+from infra.settings import DbRole, Settings, get_settings, reset_settings_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,11 +113,13 @@ def clean_ledger(services: Settings) -> Settings:
     return services
 
 
-def start_worker(concurrency: int = 1, extra_env: dict[str, str] | None = None
-                 ) -> subprocess.Popen[bytes]:
+def start_worker(concurrency: int = 1, extra_env: dict[str, str] | None = None,
+                 retention: bool = False) -> subprocess.Popen[bytes]:
+    """`veil worker` (as veil_worker), or `veil worker --retention` (as veil_retention)."""
     log = open(REPO / ".state" / "test-worker.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "veil"), "worker", "--concurrency", str(concurrency),
+         *(["--retention"] if retention else []),
          "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
         cwd=REPO, env={**os.environ, **(extra_env or {})}, stdout=log, stderr=log,
         start_new_session=True,
@@ -145,6 +147,25 @@ def worker(services: Settings) -> Iterator[subprocess.Popen[bytes]]:
         pytest.fail("the test worker exited at start; see .state/test-worker.log")
     yield proc
     stop_worker(proc)
+
+
+@pytest.fixture(scope="session")
+def retention_worker(services: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """The retention worker: purge, erasure requests and inbox clean-up, as veil_retention."""
+    (REPO / ".state").mkdir(exist_ok=True)
+    proc = start_worker(retention=True)
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        pytest.fail("the retention worker exited at start; see .state/test-worker.log")
+    yield proc
+    stop_worker(proc)
+
+
+@pytest.fixture()
+def as_role(services: Settings) -> Callable[[DbRole], Settings]:
+    """Settings that connect to the test database as one of the runtime roles of 0008, the way
+    the CLI and workers do, instead of the suite's superuser."""
+    return services.for_db_role
 
 
 def face_image(seed: int, size: int = 256) -> np.ndarray:

@@ -57,7 +57,7 @@ def test_erase_leaves_nothing_of_the_source_and_cancels_its_jobs(
 
     # when the three are erased
     targets = [erased_id, str(queued.source_id), str(running.source_id)]
-    run = veil("erase", *targets, "--reason", "request 42: consent withdrawn")
+    run = veil("erase", *targets, "--reason", "request 42: consent withdrawn", "--now")
 
     # then the receipt lists every object with its versions and time
     assert run.returncode == 0, run.stdout + run.stderr
@@ -107,7 +107,7 @@ def test_erase_errors_name_the_source(clean_ledger: Settings, tmp_path: Path,
     unknown = uuid.uuid4()
     with pytest.raises(RightsError, match=f"no source {unknown}"):
         erase_source(clean_ledger, unknown, "why", "operator:test")
-    run = veil("erase", "not-an-id", "--reason", "x")
+    run = veil("erase", "not-an-id", "--reason", "x", "--now")
     assert run.returncode == 2 and "not-an-id" in run.stderr
     # erasing twice is allowed: it reports the earlier erasure and retries what is left
     (tmp_path / "e.jpg").write_bytes(jpeg_bytes(face_image(unique_seed)))

@@ -82,7 +82,7 @@ def test_erasure_of_a_held_source_is_refused_naming_the_hold(
     # when an erasure is asked for, through the library and the CLI
     with pytest.raises(RightsError, match=rf"legal hold {hold['hold_id']}.*police request 881"):
         erase_source(clean_ledger, sid, "consent withdrawn", "operator:test")  # type: ignore[arg-type]
-    run = veil("erase", str(sid), "--reason", "consent withdrawn")
+    run = veil("erase", str(sid), "--reason", "consent withdrawn", "--now")
     # then it is refused with the hold named, exit code 1, and nothing was touched
     assert run.returncode == 1
     assert f"legal hold {hold['hold_id']}" in run.stderr and str(sid) in run.stderr
@@ -130,7 +130,8 @@ def test_hold_is_an_s3_legal_hold_where_the_bucket_has_object_lock(
         ledger.schedule_deletion(conn, sid, locked_bucket, key,
                                  datetime.now(UTC) - timedelta(seconds=1), "test")
     # when the source is held
-    hold = set_hold(clean_ledger, sid, "case 9", "operator:test")  # type: ignore[arg-type]
+    # admin: the scratch bucket lies outside the grants table (test_grants checks the roles)
+    hold = set_hold(clean_ledger, sid, "case 9", "operator:test", admin)  # type: ignore[arg-type]
     # then both versions carry an S3 legal hold (and the raw original, where its bucket has
     # object lock too): the server refuses even the admin's delete
     raw_locked = supports_object_lock(admin, clean_ledger.s3.bucket_raw)
@@ -138,10 +139,10 @@ def test_hold_is_an_s3_legal_hold_where_the_bucket_has_object_lock(
     assert admin.is_object_legal_hold_enabled(locked_bucket, key, version_id=first.version_id)
     with pytest.raises(S3Error):
         admin.remove_object(locked_bucket, key, version_id=first.version_id)
-    assert purge_due(clean_ledger).deleted == 0
+    assert purge_due(clean_ledger, s3=admin).deleted == 0
     # when released, the server lets go and the next purge deletes every version
-    release_hold(clean_ledger, sid, "closed", "operator:test")  # type: ignore[arg-type]
+    release_hold(clean_ledger, sid, "closed", "operator:test", admin)  # type: ignore[arg-type]
     assert not admin.is_object_legal_hold_enabled(locked_bucket, key,
                                                   version_id=first.version_id)
-    assert purge_due(clean_ledger).deleted == 2  # the raw original and the evidence
+    assert purge_due(clean_ledger, s3=admin).deleted == 2  # the raw original and the evidence
     assert list_all_versions(admin, locked_bucket, key) == []
