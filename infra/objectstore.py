@@ -157,9 +157,15 @@ def client_for(
         raise PermissionError(
             f"this process has no S3 credentials for role {role!r}: production refuses the "
             f"development default (set VEIL_S3__{role.upper()}__ACCESS_KEY and __SECRET_KEY)")
+    tls: dict[str, str] = {}
+    if settings.s3.secure:
+        tls = {"cert_reqs": "CERT_REQUIRED"}
+        if settings.s3.ca_file is not None:
+            tls["ca_certs"] = str(settings.s3.ca_file)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
         maxsize=10,
+        **tls,  # type: ignore[arg-type]
         retries=urllib3.Retry(
             total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
         ),

@@ -35,6 +35,8 @@ class S3Settings(BaseModel):
 
     endpoint: str = "127.0.0.1:8333"
     secure: bool = False
+    # The CA that signed the S3 server's certificate (compose: infra/certs.sh); None: system CAs.
+    ca_file: Path | None = None
     region: str = "us-east-1"
     bucket_raw: str = "veil-raw"
     bucket_work: str = "veil-work"
@@ -290,9 +292,6 @@ class Settings(BaseSettings):
         if self.test_job_delay_s and self.env != "test":
             raise ValueError("test_job_delay_s is allowed only with VEIL_ENV=test")
         if self.env == "production":
-            if self.stack.flower_password.get_secret_value() == DEFAULT_SECRET:
-                raise ValueError("production refuses the default credentials: set "
-                                 "VEIL_STACK__FLOWER_PASSWORD (and each service's VEIL_S3__*)")
             problems = plaintext_connections(self)
             if problems:
                 raise ValueError("production refuses plaintext connections: "

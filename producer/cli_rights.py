@@ -73,7 +73,8 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
             from infra.broker import make_celery
             from schemas import messages
             make_celery(settings, name="veil-producer").send_task(messages.PURGE)
-            click.echo("purge sent to the retention worker (retention queue); use --now to run it here")
+            click.echo("purge sent to the retention worker (retention queue); "
+                       "use --now to run it here")
             return
         from infra.purge import purge_due
         report = purge_due(settings, max_runtime_s=float("inf"))

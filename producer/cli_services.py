@@ -59,8 +59,16 @@ def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(port: int | None, address: str, flower_args: tuple[str, ...]) -> None:
-    """Run the Flower dashboard (basic auth from settings; /metrics for Prometheus)."""
+    """Run the Flower dashboard (basic auth from settings; /metrics for Prometheus).
+
+    Read-only: its login cannot send, revoke or rate-limit tasks (Flower's --read_only), so a
+    leaked Flower password cannot start an erasure or a purge (docs/security.md)."""
+    from infra.settings import DEFAULT_SECRET
     settings = load_settings()
+    if settings.env == "production" and \
+            settings.stack.flower_password.get_secret_value() == DEFAULT_SECRET:
+        raise click.ClickException("production refuses the default credentials: set "
+                                   "VEIL_STACK__FLOWER_PASSWORD")
     auth = f"{settings.stack.flower_user}:{settings.stack.flower_password.get_secret_value()}"
     _celery("flower", f"--port={port or settings.stack.flower_port}", f"--address={address}",
-            *flower_args, env={"FLOWER_BASIC_AUTH": auth})
+            "--read_only=True", *flower_args, env={"FLOWER_BASIC_AUTH": auth})

@@ -11,11 +11,19 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, queue_name
+from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, QUEUE_RETENTION, queue_name
 from infra.settings import BrokerSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
-VEIL_SERVICES = ["migrate", "worker", "worker-gpu", "beat", "flower", "watch"]
+VEIL_SERVICES = ["migrate", "worker", "worker-gpu", "retention", "beat", "flower", "watch",
+                 "producer", "operator", "hold"]
+# The S3 role and PostgreSQL user each service holds; None: it holds none.
+CREDENTIALS = {"migrate": (None, "veil_owner"), "worker": ("worker", "veil_worker"),
+               "worker-gpu": ("worker", "veil_worker"),
+               "retention": ("retention", "veil_retention"), "beat": (None, "veil_worker"),
+               "flower": (None, None), "watch": ("producer", "veil_producer"),
+               "producer": ("producer", "veil_producer"),
+               "operator": ("operator", "veil_operator"), "hold": ("hold", "veil_retention")}
 REQUIRED = ["minio", "redis", "postgres", *VEIL_SERVICES]
 
 
@@ -52,9 +60,57 @@ def test_every_veil_variable_is_a_real_setting(
     known = settings_env_names()
     used = {k for k in services[name]["environment"] if k.startswith("VEIL_")}
 
-    assert {"VEIL_BROKER__URL", "VEIL_DB__URL", "VEIL_S3__ENDPOINT",
-            "VEIL_S3__WORKER__ACCESS_KEY", "VEIL_S3__WORKER__SECRET_KEY"} <= used
+    assert {"VEIL_BROKER__URL", "VEIL_S3__ENDPOINT"} <= used
     assert used - known == set()
+
+
+@pytest.mark.parametrize("name", VEIL_SERVICES)
+def test_each_service_holds_only_its_own_credentials(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    env = services[name]["environment"]
+    role, user = CREDENTIALS[name]
+    s3_roles = {k.split("__")[1].lower() for k in env if k.startswith("VEIL_S3__")
+                and k.endswith("__SECRET_KEY")}
+    assert s3_roles == ({role} if role else set())
+    assert "VEIL_S3__ADMIN__SECRET_KEY" not in env  # no Veil service may create or wipe buckets
+    if user is None:
+        assert "VEIL_DB__URL" not in env
+    else:
+        assert env["VEIL_DB__URL"].startswith(f"postgresql://{user}:")
+    flower_secret = "VEIL_STACK__FLOWER_PASSWORD" in env
+    assert flower_secret == (name == "flower")
+
+
+@pytest.mark.parametrize("name", VEIL_SERVICES)
+def test_every_connection_is_encrypted(services: dict[str, dict[str, Any]], name: str) -> None:
+    env = services[name]["environment"]
+    assert env["VEIL_S3__SECURE"] == "true" and env["VEIL_S3__CA_FILE"]
+    assert env["VEIL_BROKER__URL"].startswith("rediss://")
+    assert env["VEIL_BROKER__RESULT_URL"].startswith("rediss://")
+    if "VEIL_DB__URL" in env:
+        assert "sslmode=verify-full" in env["VEIL_DB__URL"]
+    assert "--tls-port" in command(services["redis"]) and "ssl=on" in command(services["postgres"])
+
+
+def test_postgres_superuser_is_for_the_init_script_only(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_USER"] == "postgres"
+    assert any("postgres-init.sh" in v for v in postgres["volumes"])
+    assert (REPO / "infra" / "assets" / "postgres-init.sh").is_file()
+    for name in VEIL_SERVICES:
+        assert "postgresql://postgres:" not in str(services[name]["environment"])
+
+
+def test_only_the_retention_worker_consumes_the_retention_queue(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    retention = queue_name(Settings(broker=BrokerSettings(queue_prefix="veil")), QUEUE_RETENTION)
+    for name in ("worker", "worker-gpu", "retention"):
+        queues = set(command(services[name])[command(services[name]).index("-Q") + 1].split(","))
+        assert (retention in queues) == (name == "retention")
 
 
 def test_settings_walk_finds_nested_names() -> None:
@@ -73,7 +129,8 @@ def test_secrets_come_from_required_interpolation(
     for key, value in env.items():
         if "SECRET" in key or "PASSWORD" in key:
             assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", value), f"{name}: {key} is not ${{VAR:?}}"
-    assert re.search(r"\$\{POSTGRES_PASSWORD:\?", env["VEIL_DB__URL"])
+    if "VEIL_DB__URL" in env:
+        assert re.search(r":\$\{VEIL_PG_\w+_PASSWORD:\?", env["VEIL_DB__URL"])
 
 
 def test_redis_keeps_jobs_across_restarts_and_never_evicts(
@@ -110,6 +167,7 @@ def test_flower_has_basic_auth_from_the_environment(services: dict[str, dict[str
     flower = services["flower"]
     env = flower["environment"]
     assert command(flower)[:2] == ["veil", "flower"]
+    assert "ports" not in flower  # internal only: neither the UI nor /metrics is published
     assert env["VEIL_STACK__FLOWER_USER"].startswith("${VEIL_STACK__FLOWER_USER:?")
     assert env["VEIL_STACK__FLOWER_PASSWORD"].startswith("${VEIL_STACK__FLOWER_PASSWORD:?")
 
@@ -126,7 +184,7 @@ def test_gpu_worker_is_opt_in_and_asks_for_a_gpu(services: dict[str, dict[str, A
 
 def test_migrations_run_before_the_workers(services: dict[str, dict[str, Any]]) -> None:
     assert command(services["migrate"]) == ["veil", "db", "upgrade"]
-    for name in ("worker", "beat", "flower"):
+    for name in ("worker", "retention", "beat", "flower"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
 

@@ -29,7 +29,7 @@ def test_every_task_is_routed_and_scheduled() -> None:
     config = celery_config(Settings())
     assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.RELAY_OUTBOX,
                                           messages.SWEEP_LEASES, messages.PURGE,
-                                          messages.RECONCILE_OBJECTS}
+                                          messages.RECONCILE_OBJECTS, messages.ERASE}
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
     # the lease sweeper runs in beat's own thread instead (workers.app.sweep_forever)
     assert scheduled == {messages.RELAY_OUTBOX, messages.PURGE, messages.RECONCILE_OBJECTS}
@@ -66,10 +66,36 @@ def test_orphans_are_found_within_minutes() -> None:
     assert limits.orphan_grace_s + limits.reconcile_interval_s <= 20 * 60
 
 
-def test_production_refuses_default_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VEIL_ENV", "production")
-    with pytest.raises(ValidationError, match="default credentials"):
+    monkeypatch.setenv("VEIL_S3__SECURE", "true")
+    monkeypatch.setenv("VEIL_DB__URL", "postgresql://veil_worker@db/veil?sslmode=verify-full")
+    monkeypatch.setenv("VEIL_BROKER__URL", "rediss://redis:6379/0")
+    monkeypatch.setenv("VEIL_BROKER__RESULT_URL", "rediss://redis:6379/1")
+
+
+def test_production_refuses_plaintext_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEIL_ENV", "production")
+    with pytest.raises(ValidationError, match="plaintext connections") as refused:
         Settings()
+    for what in ("S3 without TLS", "db.url without sslmode=verify-full", "broker.url is not"):
+        assert what in str(refused.value)
+    _production_env(monkeypatch)
+    monkeypatch.setenv("VEIL_DB__ROLE_URLS", '{"operator": "postgresql://o@db/veil"}')
+    with pytest.raises(ValidationError, match="db.role_urls.operator without sslmode"):
+        Settings()
+
+
+def test_production_refuses_default_credentials_of_the_role_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.objectstore import client_for
+    _production_env(monkeypatch)
+    monkeypatch.setenv("VEIL_S3__WORKER__ACCESS_KEY", "veil-worker")
+    monkeypatch.setenv("VEIL_S3__WORKER__SECRET_KEY", "a-real-secret")
+    settings = Settings()
+    client_for("worker", settings)  # its own credentials: fine
+    with pytest.raises(PermissionError, match="no S3 credentials for role .retention."):
+        client_for("retention", settings)  # a worker holds no delete credentials
 
 
 def test_nested_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,3 +84,17 @@ def test_flower_shows_tasks_by_name_with_ids_only(clean_ledger: Settings, worker
 
 def test_flower_requires_basic_auth(flower: None) -> None:
     assert _get("/api/tasks", auth=False)[0] == 401
+
+
+def test_flower_login_cannot_send_tasks(flower: None) -> None:
+    # given the Flower login, when it asks Flower to start an erasure or a purge
+    for task in ("veil.erase", "veil.purge"):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{PORT}/api/task/async-apply/{task}", method="POST",
+            data=json.dumps({"args": ["00000000-0000-0000-0000-000000000000"]}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Basic "
+                     + base64.b64encode(b"veil:veil-dev-secret-change-me").decode()})
+        # then Flower refuses: it runs read-only
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 403
