@@ -226,3 +226,23 @@ def test_the_purge_runs_on_the_retention_worker_when_sent(
     assert task["state"] == "done", task
     assert task["receipt"]["purger"].startswith("purge@")
     assert list_all_versions(admin, clean_ledger.s3.bucket_work, key) == []
+
+
+def test_names_go_with_the_raw_original(clean_ledger: Settings, tmp_path: Path,
+                                        unique_seed: int) -> None:
+    # given a source whose file name, camera and capture time are personal data
+    path = tmp_path / "jane_roe_passport.jpg"
+    path.write_bytes(jpeg_bytes(face_image(unique_seed)))
+    source = ingest_file(clean_ledger, path, raw_ttl_s=1, camera="home-door",
+                         captured_at=datetime(2024, 5, 1, tzinfo=UTC))
+    time.sleep(1.2)
+
+    # when the purge deletes the raw original, as the retention role
+    report = purge_due(clean_ledger.for_db_role("retention"))
+
+    # then the names are gone with it; the row keeps its id and checksum
+    assert report.deleted == 1 and report.failed == 0
+    row = rows(clean_ledger, "SELECT original_name, camera, captured_at, names_cleared_at, sha256"
+                             " FROM sources WHERE id = %s", source.source_id)[0]
+    assert (row["original_name"], row["camera"], row["captured_at"]) == ("purged", None, None)
+    assert row["names_cleared_at"] is not None and row["sha256"] == source.sha256
