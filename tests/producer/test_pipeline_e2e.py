@@ -79,7 +79,7 @@ def test_ingest_wait_export_end_to_end(clean_ledger: Settings, worker: object,
     assert reasons["corrupt.jpg"]
     # and the export is named after the originals, with faces gone and no metadata
     out = tmp_path / "out"
-    exported = veil("export", "--all", "-o", str(out))
+    exported = veil("export", "--all", "--names", "original", "-o", str(out))
     assert exported.returncode == 0, exported.stderr
     assert sorted(p.name for p in out.iterdir()) == ["badge.png", "crew.jpg", "rotated.jpg"]
     crew = (out / "crew.jpg").read_bytes()

@@ -90,7 +90,8 @@ def pipeline_run(services: Settings, worker: object, policies_env: dict[str, str
     sources = {s["file"]: s for s in json.loads(run.stdout)["sources"]}
     sources.update({s["file"]: s for s in json.loads(kept.stdout)["sources"]})
     out = tmp_path_factory.mktemp("export")
-    exported = veil("export", *[s["source_id"] for s in sources.values()], "-o", str(out))
+    exported = veil("export", *[s["source_id"] for s in sources.values()], "--names", "original",
+                    "-o", str(out))
     assert exported.returncode == 0, exported.stderr
     yield {"folder": folder, "keep": keep, "sources": sources, "out": out}
 
