@@ -58,7 +58,7 @@ def list_objects(settings: Settings, bucket: str) -> Iterator[tuple[str, datetim
     """(key, newest version's time) of every key in ``bucket`` that has any version, delete
     markers' keys included (their older versions still hold bytes). The one place that lists
     for the reconciler: its credentials change here."""
-    client = client_for("admin", settings)
+    client = client_for("retention", settings)  # lists every bucket; deletes via the purge
     newest: dict[str, datetime] = {}
     with transient_errors():
         for obj in client.list_objects(bucket, recursive=True, include_version=True):

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from infra.settings import Settings
 from producer.cli import main
 from producer.cli_common import load_settings
 
@@ -35,10 +36,14 @@ def worker(concurrency: int | None, loglevel: str, retention: bool,
     n = concurrency or settings.worker_concurrency
     if n:
         args += ["--concurrency", str(n)]
-    # The Celery children read their settings again: hand them this role's connection only.
-    env = {"VEIL_DB__URL": settings.db.url, "VEIL_DB__ROLE_USERS": "false",
-           "VEIL_DB__ROLE_URLS": "{}"}
-    _celery(*args, *(["-n", "retention@%h"] if retention else []), *celery_args, env=env)
+    _celery(*args, *(["-n", "retention@%h"] if retention else []), *celery_args,
+            env=_role_env(settings))
+
+
+def _role_env(settings: Settings) -> dict[str, str]:
+    """The Celery children read their settings again: hand them this role's connection only."""
+    return {"VEIL_DB__URL": settings.db.url, "VEIL_DB__ROLE_USERS": "false",
+            "VEIL_DB__ROLE_URLS": "{}"}
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -48,10 +53,11 @@ def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
     """Run Celery beat: outbox relay every 10 s, lease sweeper (in beat itself) and retention
     purge every minute (`limits.sweep_interval_s`, `retention.purge_interval_s`), orphan
     reconciler every 5 minutes (`limits.reconcile_interval_s`)."""
-    settings = load_settings()
+    settings = load_settings("worker")  # the sweeper updates jobs as the worker role does
     settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.stack.state_dir / "celerybeat-schedule"
-    _celery("beat", "--loglevel", loglevel, "--schedule", str(schedule), *celery_args)
+    _celery("beat", "--loglevel", loglevel, "--schedule", str(schedule), *celery_args,
+            env=_role_env(settings))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -108,7 +108,7 @@ def export_dsar(settings: Settings, camera: str, start: datetime, end: datetime,
             revealed = check_region_ids(options.reveal, regions)
             with conn.transaction():  # the reads are audited before they happen
                 grants = {sid: grant_reveal(conn, next(s for s in sources if s["id"] == sid),
-                                            ids, actor, request)
+                                            ids, actor, request, settings.for_db_role("worker"))
                           for sid, ids in revealed.items()}
             raw_s3 = client_for("worker", settings) if grants else s3
             with zipfile.ZipFile(partial, "w") as zf:

@@ -22,7 +22,7 @@ from typing import Any
 
 from minio import Minio
 
-from infra import keyring, ledger
+from infra import db, keyring, ledger
 from infra.db import Conn
 from infra.settings import Settings
 from infra.video_probe import VideoInfo
@@ -43,7 +43,7 @@ class RevealGrant:
 
 
 def grant_reveal(conn: Conn, source: dict[str, Any], revealed: frozenset[int], actor: str,
-                 request: dict[str, Any]) -> RevealGrant:
+                 request: dict[str, Any], key_settings: Settings | None = None) -> RevealGrant:
     """Check that ``source``'s original may be revealed, load its key and audit the read.
     Raises :class:`RightsError` naming the source and why not."""
     sid = source["id"]
@@ -61,7 +61,13 @@ def grant_reveal(conn: Conn, source: dict[str, Any], revealed: frozenset[int], a
                           f"{purged['done_at']:%Y-%m-%d %H:%M:%S %Z}; only the redacted copy "
                           "is left")
     try:
-        data_key = keyring.load_key(conn, sid)
+        # The operator's role cannot see the keyring (0008_roles.sql): ``key_settings`` (the
+        # worker role, the one that decrypts originals) reads the key when given.
+        if key_settings is None:
+            data_key = keyring.load_key(conn, sid)
+        else:
+            with db.connect(key_settings) as key_conn:
+                data_key = keyring.load_key(key_conn, sid)
     except keyring.KeyDestroyedError as exc:
         raise RightsError(f"reveal of source {sid} refused: {exc}") from exc
     ledger.audit(conn, actor, AuditAction.RAW_READ, source_id=sid, bucket=source["raw_bucket"],

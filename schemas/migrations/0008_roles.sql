@@ -146,6 +146,10 @@ GRANT SELECT ON outbox TO veil_operator;
 GRANT SELECT, INSERT ON reviews TO veil_operator;
 GRANT SELECT, DELETE ON reviews TO veil_retention;
 
+-- consents (0007): recorded and withdrawn by the operator (`veil consent`), read at ingest
+GRANT SELECT, INSERT, UPDATE ON consents TO veil_operator;
+GRANT SELECT ON consents TO veil_producer, veil_retention;
+
 -- erasure_requests
 GRANT SELECT, INSERT ON erasure_requests TO veil_operator;
 GRANT SELECT, UPDATE (state, done_at, receipts) ON erasure_requests TO veil_retention;
