@@ -230,13 +230,14 @@ def _record_done(conn: Conn, done: list[tuple[DueDeletion, dict[str, Any]]], act
 
 
 def _clear_names(conn: Conn, source_ids: list[uuid.UUID]) -> None:
-    """Names are personal data (a file called ``<first>_<last>_passport.jpg``, a camera, a
-    capture time): they go with the raw original. The source row keeps its id and checksum."""
+    """A file name is personal data (``<first>_<last>_passport.jpg``): it goes with the raw
+    original. Camera and capture time stay as long as the redacted output, because access
+    requests (`veil dsar`) find recordings by them; erasure removes them."""
     if source_ids:
         conn.execute(
-            "UPDATE sources SET original_name = 'purged', camera = NULL, captured_at = NULL,"
-            " names_cleared_at = now() WHERE id = ANY(%s) AND names_cleared_at IS NULL"
-            " AND erased_at IS NULL", (source_ids,))
+            "UPDATE sources SET original_name = 'purged', names_cleared_at = now()"
+            " WHERE id = ANY(%s) AND names_cleared_at IS NULL AND erased_at IS NULL",
+            (source_ids,))
 
 
 def _record_failed(conn: Conn, failed: list[tuple[DueDeletion, str]], actor: str,

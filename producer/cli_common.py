@@ -28,7 +28,7 @@ COMMAND_ROLES: dict[str, DbRole] = {
     "review": "operator", "metrics": "operator", "report": "operator", "erase": "operator",
     "consent": "operator",
     "purge": "retention", "hold": "retention",
-    "worker": "worker",
+    "worker": "worker", "beat": "worker", "retry": "worker",
 }
 
 

@@ -102,8 +102,8 @@ GRANT SELECT ON keyring.data_keys TO veil_worker;
 GRANT SELECT, UPDATE (key, destroyed_at, destroyed_by) ON keyring.data_keys TO veil_retention;
 
 -- sources
-GRANT SELECT, INSERT, UPDATE (duration_s, video, inbox_bucket, inbox_key, inbox_version_id)
-    ON sources TO veil_producer;
+GRANT SELECT, INSERT, UPDATE (duration_s, video, inbox_bucket, inbox_key, inbox_version_id,
+                              purpose, legal_basis, consent_ref) ON sources TO veil_producer;
 GRANT SELECT ON sources TO veil_worker, veil_operator;
 GRANT SELECT, UPDATE (original_name, camera, captured_at, erased_at, names_cleared_at)
     ON sources TO veil_retention;
@@ -125,8 +125,10 @@ GRANT SELECT, DELETE ON detections TO veil_retention;
 GRANT SELECT ON detections TO veil_operator;
 
 -- deletion_tasks
-GRANT SELECT, INSERT, UPDATE (due_at, reason, state, next_attempt_at) ON deletion_tasks TO veil_producer;
-GRANT SELECT, INSERT, UPDATE (due_at, reason) ON deletion_tasks TO veil_worker;
+-- (the producer revives a done task: an upload intent or an inbox copy uploaded again)
+GRANT SELECT, INSERT, UPDATE (due_at, reason, source_id, state, next_attempt_at, done_at,
+                              attempts) ON deletion_tasks TO veil_producer;
+GRANT SELECT, INSERT, UPDATE (due_at, reason, source_id) ON deletion_tasks TO veil_worker;
 GRANT SELECT, INSERT, UPDATE ON deletion_tasks TO veil_retention;
 GRANT SELECT ON deletion_tasks TO veil_operator;
 
@@ -148,7 +150,11 @@ GRANT SELECT, DELETE ON reviews TO veil_retention;
 
 -- consents (0007): recorded and withdrawn by the operator (`veil consent`), read at ingest
 GRANT SELECT, INSERT, UPDATE ON consents TO veil_operator;
-GRANT SELECT ON consents TO veil_producer, veil_retention;
+-- The producer locks the consent row FOR SHARE while it links a source (a withdrawal waits);
+-- PostgreSQL lets only a role with some UPDATE right lock a row, so it gets the key column,
+-- which the foreign key of sources.consent_ref keeps from changing once a source links it.
+GRANT SELECT, UPDATE (ref) ON consents TO veil_producer;
+GRANT SELECT ON consents TO veil_retention;
 
 -- erasure_requests
 GRANT SELECT, INSERT ON erasure_requests TO veil_operator;

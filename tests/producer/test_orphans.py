@@ -86,8 +86,11 @@ def scratch(clean_ledger: Settings) -> Iterator[Settings]:
     gens = [scratch_bucket(admin, clean_ledger, f"rec-{b}", versioned=True)
             for b in ("raw", "work", "redacted")]
     raw, work, redacted = (next(g) for g in gens)
+    # The reconciler lists as the retention role, whose grants name the real buckets only: on
+    # these scratch buckets it lists with admin's pair (tests/infra/test_grants.py checks roles).
     yield clean_ledger.model_copy(update={"s3": clean_ledger.s3.model_copy(update={
-        "bucket_raw": raw, "bucket_work": work, "bucket_redacted": redacted})})
+        "bucket_raw": raw, "bucket_work": work, "bucket_redacted": redacted,
+        "retention": clean_ledger.s3.admin})})
     for g in gens:
         next(g, None)
 
