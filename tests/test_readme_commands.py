@@ -186,8 +186,9 @@ def _run_long(args: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def things(services: Settings, worker: object,
+def things(services: Settings, worker: object, retention_worker: object,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Things]:
+    # the README starts both `veil worker` and `veil worker --retention` (erasure, purge)
     yield Things(services, tmp_path_factory.mktemp("readme"))
 
 
