@@ -361,6 +361,19 @@ def inbox_outcome(conn: Conn, bucket: str, key_sha256: str,
         (bucket, key_sha256, version_id or "")).fetchone()
 
 
+def schedule_inbox_deletion(conn: Conn, bucket: str, key: str,
+                            source_id: uuid.UUID | None) -> None:
+    """An inbox upload is plaintext: once its raw copy is committed, its key is due for deletion
+    at once. The retention worker deletes every version with a receipt and an audit event; a
+    crash before that leaves the task due, so the next purge does it. A key uploaded again after
+    an earlier deletion gets its task back (pending, due now)."""
+    conn.execute(
+        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
+        " VALUES (%s, %s, %s, now(), 'inbox upload ingested') ON CONFLICT (bucket, key)"
+        " DO UPDATE SET due_at = now(), reason = EXCLUDED.reason, state = 'pending',"
+        " next_attempt_at = NULL", (source_id, bucket, key))
+
+
 def mark_inbox_released(conn: Conn, bucket: str, key_sha256: str, version_id: str | None) -> None:
     conn.execute("UPDATE inbox_objects SET released_at = now() WHERE bucket = %s AND"
                  " key_sha256 = %s AND version_id = %s AND released_at IS NULL",

@@ -501,17 +501,9 @@ class _AlreadyRecorded(Exception):
     """Rolls back a transaction for an inbox version another delivery recorded first."""
 
 def _schedule_inbox_deletion(conn: Conn, item: InputItem, source_id: uuid.UUID | None) -> None:
-    """The inbox upload is plaintext: once its raw copy is committed (this transaction), it is
-    due for deletion at once. The retention worker deletes every version with a receipt and an
-    audit event; a crash before that leaves the task due, so the next purge does it. A key
-    uploaded again after an earlier deletion gets its task back (pending, due now)."""
-    if item.inbox is None:
-        return
-    conn.execute(
-        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
-        " VALUES (%s, %s, %s, now(), 'inbox upload ingested') ON CONFLICT (bucket, key)"
-        " DO UPDATE SET due_at = now(), reason = EXCLUDED.reason, state = 'pending',"
-        " next_attempt_at = NULL", (source_id, item.inbox.bucket, item.inbox.key))
+    """In this transaction, which commits the raw copy: see ledger.schedule_inbox_deletion."""
+    if item.inbox is not None:
+        ledger.schedule_inbox_deletion(conn, item.inbox.bucket, item.inbox.key, source_id)
 
 
 def inbox_cleanup_due(items: Sequence[InputItem]) -> bool:

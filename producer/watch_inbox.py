@@ -13,6 +13,7 @@ import hashlib
 import logging
 import posixpath
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,14 +21,14 @@ from typing import BinaryIO, Literal
 
 from celery import Celery
 from minio import Minio
-from minio.error import S3Error
 
 from infra import db, ledger
 from infra.objectstore import get_bytes, transient_errors
 from infra.settings import Settings
 from producer.cameras import CameraBook, CameraRefused
+from producer.ingest import InboxObject as IngestInbox
 from producer.ingest import InboxRef, IngestOptions, IngestResult, InputItem, ingest_inbox_object
-from schemas.enums import AuditAction
+from schemas import messages
 
 log = logging.getLogger(__name__)
 ACTOR = "watcher"
@@ -81,7 +82,7 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     if known is not None:
         if known["outcome"] == "rejected":
             return Handled(obj, "kept", reason=known["detail"])
-        inbox_copy_done(obj, known["source_id"], settings)
+        inbox_copy_done(obj, known["source_id"], settings, app)
         return Handled(obj, "released")
     try:
         camera = book.for_key(obj.key, settings.watch.prefix)
@@ -94,17 +95,21 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     result = ingest_inbox_object(_input(obj, settings, client), ref, options, settings, app)
     if result.state == "rejected":
         return Handled(obj, "rejected", result, result.error)
-    inbox_copy_done(obj, result.source_id, settings)
+    inbox_copy_done(obj, result.source_id, settings, app)
     return Handled(obj, "duplicate" if result.duplicate else "ingested", result)
 
 
 def _input(obj: InboxObject, settings: Settings, client: Minio) -> InputItem:
+    """The version as an ingest input. ``inbox`` makes the ingest record the upload's bucket,
+    key and version on the source (erasure finds the copy) and schedule its deletion in the
+    transaction that commits the raw copy."""
     name = posixpath.basename(obj.key)
     limit = settings.limits.max_file_bytes
+    where = IngestInbox(obj.bucket, obj.key, obj.version_id)
     if obj.size > settings.watch.spool_above_bytes:
-        return InputItem(name=name, read=bytes, origin="s3-inbox", size=obj.size,
+        return InputItem(name=name, read=bytes, origin="s3-inbox", size=obj.size, inbox=where,
                          spool=lambda: spool_object(client, obj, limit))
-    return InputItem(name=name, origin="s3-inbox", size=obj.size,
+    return InputItem(name=name, origin="s3-inbox", size=obj.size, inbox=where,
                      read=lambda: get_bytes(client, obj.bucket, obj.key, obj.version_id, limit))
 
 
@@ -132,25 +137,17 @@ def spool_object(client: Minio, obj: InboxObject, max_bytes: int) -> tuple[Binar
     return spool, digest.hexdigest()  # type: ignore[return-value]
 
 
-def inbox_copy_done(obj: InboxObject, source_id: object, settings: Settings) -> None:
+def inbox_copy_done(obj: InboxObject, source_id: uuid.UUID | None, settings: Settings,
+                    app: Celery) -> None:
     """The inbox copy is done with: its raw copy and ledger rows are committed.
 
-    Seam for the inbox lifecycle (issue 16): there, the inbox version is deleted by the
-    retention worker with a receipt (a deletion task due at once). Until that is wired in, this
-    deletes exactly the version ingested (not every version of the key: a newer upload under
-    the same key is still waiting) with the admin role, records the release and an audit event.
+    Handed to the inbox lifecycle, as `veil ingest s3://` does: a deletion task for the key,
+    due now, and the retention worker (the only process with delete rights; the watcher runs
+    with the producer's) deletes every version with a receipt and an audit event. The purge is
+    woken at once. Hazard, documented in docs/ingestion.md: an upload under the same key made
+    between this and the purge is deleted with it (cameras write unique keys).
     """
-    from infra.objectstore import client_for
-    admin = client_for("admin", settings)
-    with transient_errors():
-        try:
-            admin.remove_object(obj.bucket, obj.key, version_id=obj.version_id)
-        except S3Error as exc:  # released before (a second delivery): nothing left to delete
-            if exc.code not in ("NoSuchKey", "NoSuchVersion"):
-                raise
     with db.connect(settings) as conn, conn.transaction():
+        ledger.schedule_inbox_deletion(conn, obj.bucket, obj.key, source_id)
         ledger.mark_inbox_released(conn, obj.bucket, obj.key_sha256, obj.version_id)
-        ledger.audit(conn, ACTOR, AuditAction.PURGE, source_id=source_id,  # type: ignore[arg-type]
-                     bucket=obj.bucket,
-                     detail={"inbox": True, "key_sha256": obj.key_sha256,
-                             "version_id": obj.version_id, "size": obj.size})
+    app.send_task(messages.PURGE)

@@ -38,6 +38,17 @@ class Inbox:
         return [(k.removeprefix(self.prefix), v)
                 for k, v in list_all_versions(self.client, self.bucket, self.prefix)]
 
+    def emptied(self) -> list[tuple[str, str | None]]:
+        """The versions left once the inbox copies the watcher handed over are deleted.
+
+        The watcher runs as the producer and cannot delete: it schedules each copy's deletion
+        (due now) and wakes the retention worker. Here the due deletions are carried out in
+        this process, as the retention role, as that worker would (its own end-to-end test is
+        tests/producer/test_inbox.py)."""
+        from infra.purge import purge_due
+        purge_due(self.settings.for_db_role("retention"), max_runtime_s=30)
+        return self.versions()
+
     def clear(self) -> None:
         for key, version in list_all_versions(self.client, self.bucket, self.prefix):
             self.client.remove_object(self.bucket, key, version_id=version)

@@ -37,7 +37,7 @@ def test_watch_once_ingests_two_cameras_and_removes_a_duplicate_under_another_ke
         ("a.jpg", "gate-north", "s3-inbox"), ("b.jpg", "gate-south", "s3-inbox")]
     assert summary["duplicates"][0]["source_id"] == str(found[0]["id"])
     # and the inbox is empty, every version gone; the ledger has one row per version
-    assert inbox.versions() == []
+    assert inbox.emptied() == []
     assert sorted(r["outcome"] for r in inbox_rows(inbox.settings)) == [
         "duplicate", "ingested", "ingested"]
     assert all(r["released_at"] for r in inbox_rows(inbox.settings))
@@ -76,7 +76,7 @@ def test_a_sigkilled_watcher_resumes_from_its_cursor_and_doubles_nothing(
     found = sources(inbox.settings)
     assert sorted(s["original_name"] for s in found) == [f"{i:02d}.jpg" for i in range(count)]
     assert sorted(r["outcome"] for r in inbox_rows(inbox.settings)) == ["ingested"] * count
-    assert inbox.versions() == []
+    assert inbox.emptied() == []
     # and each source has exactly one job and one outbox row (nothing queued twice)
     jobs = rows(inbox.settings, "SELECT source_id, count(*) AS n FROM jobs GROUP BY source_id")
     assert len(jobs) == count and {j["n"] for j in jobs} == {1}
@@ -114,7 +114,7 @@ def test_the_watcher_pauses_while_the_job_queue_is_deeper_than_the_setting(
     assert proc.returncode == 0, err
     assert json.loads(out)["counts"] == {"ingested": 3}
     assert "paused: 2 jobs queued, above 1" not in out  # --json keeps stdout to the summary
-    assert len(sources(inbox.settings)) == 3 and inbox.versions() == []
+    assert len(sources(inbox.settings)) == 3 and inbox.emptied() == []
 
 
 def _paused(inbox: Inbox) -> bool:

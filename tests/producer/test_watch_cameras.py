@@ -101,7 +101,7 @@ def test_watch_applies_the_cameras_file_and_keeps_refused_uploads(
     again = inbox.veil("watch", "--once", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["counts"] == {"ingested": 1}
-    assert inbox.versions() == []
+    assert inbox.emptied() == []
 
 
 def test_watch_refuses_to_start_with_a_broken_cameras_file(inbox: Inbox, tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_a_50_mb_video_goes_to_raw_without_being_held_in_memory(inbox: Inbox) ->
     while chunk := reader.read(4 * 1024 * 1024):
         digest.update(chunk)
     assert digest.hexdigest() == source["sha256"]
-    assert inbox.versions() == [] and [r["outcome"] for r in inbox_rows(inbox.settings)] == [
+    assert inbox.emptied() == [] and [r["outcome"] for r in inbox_rows(inbox.settings)] == [
         "ingested"]
 
 
