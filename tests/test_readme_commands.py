@@ -135,6 +135,7 @@ def substitutions(things: Things) -> list[tuple[re.Pattern[str], Callable[[], st
         (r"(?<![\w/])request\.zip\b", lambda: things.out_file(".zip")),
         (r"(?<![\w/])report\.html\b", lambda: things.out_file(".html")),
         (r"--serve \d+", lambda: f"--serve {_free_port()}"),
+        (r"(?<=consent add )REF\b", lambda: f"readme-{uuid.uuid4().hex[:10]}"),
     ]
     return [(re.compile(p), make) for p, make in table]
 
@@ -203,7 +204,7 @@ def test_readme_command_runs_in_text_and_json_mode(command: str, things: Things)
     if command in NOT_RUN_HERE:
         return  # see NOT_RUN_HERE for where it runs; the test above keeps the entry honest
     args = fill(command, things)
-    if command.startswith(LONG_RUNNING):
+    if command.startswith(LONG_RUNNING) and "--once" not in args:
         _run_long([VEIL, *args[1:]])
         return
     # when the user types it as written

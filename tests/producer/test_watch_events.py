@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -130,8 +131,12 @@ def test_compose_sends_minio_inbox_events_where_the_watcher_reads_them() -> None
     assert minio_env["MINIO_NOTIFY_REDIS_ENABLE_VEIL"] == "on"
     assert minio_env["MINIO_NOTIFY_REDIS_KEY_VEIL"] == defaults.events_key
     assert minio_env["MINIO_NOTIFY_REDIS_FORMAT_VEIL"] == "access"
-    assert services["watch"]["environment"]["VEIL_BROKER__URL"].startswith(
-        "redis://" + minio_env["MINIO_NOTIFY_REDIS_ADDRESS_VEIL"] + "/")
+    # (the same Redis server and database 0; MinIO's target has no TLS setting, so it writes to
+    # the server's internal plaintext port while the watcher reads over TLS)
+    broker = urlsplit(services["watch"]["environment"]["VEIL_BROKER__URL"])
+    assert broker.hostname == minio_env["MINIO_NOTIFY_REDIS_ADDRESS_VEIL"].split(":")[0]
+    assert broker.path == "/0"
+    assert "6380" in services["redis"]["command"] and "ports" not in services["redis"]
     # and the set-up step subscribes the inbox bucket's uploads to that target
     assert "mc event add --ignore-existing veil/veil-inbox arn:minio:sqs::veil:redis" \
         " --event put" in init
