@@ -22,11 +22,19 @@ from celery import Celery
 from infra.settings import Settings, get_settings
 from schemas import messages
 
-QUEUE_JOBS = "jobs"
+# One queue per workload, so a node consumes what its hardware is good at (`veil worker
+# --queues`): images on CPU nodes, video chunks on GPU nodes where there are any, assembly (a
+# stream copy) anywhere.
+QUEUE_IMAGES = "images"
+QUEUE_CHUNKS = "chunks"
+QUEUE_ASSEMBLY = "assembly"
 QUEUE_MAINTENANCE = "maintenance"
+JOB_QUEUES = (QUEUE_IMAGES, QUEUE_CHUNKS, QUEUE_ASSEMBLY)
 # Purge, erasure and inbox clean-up: consumed only by the retention worker, the one process that
 # holds delete credentials (docs/security.md).
 QUEUE_RETENTION = "retention"
+# What `veil worker` consumes unless told otherwise: every job workload and maintenance.
+WORKER_QUEUES = (*JOB_QUEUES, QUEUE_MAINTENANCE)
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -36,7 +44,6 @@ def queue_name(settings: Settings, queue: str) -> str:
 def celery_config(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     limits = settings.limits
-    jobs_q = queue_name(settings, QUEUE_JOBS)
     maint_q = queue_name(settings, QUEUE_MAINTENANCE)
     retention_q = queue_name(settings, QUEUE_RETENTION)
     return {
@@ -67,9 +74,11 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "worker_hijack_root_logger": False,
-        "task_default_queue": jobs_q,
+        "task_default_queue": maint_q,
         "task_routes": {
-            messages.REDACT_IMAGE: {"queue": jobs_q},
+            messages.REDACT_IMAGE: {"queue": queue_name(settings, QUEUE_IMAGES)},
+            messages.REDACT_CHUNK: {"queue": queue_name(settings, QUEUE_CHUNKS)},
+            messages.ASSEMBLE_VIDEO: {"queue": queue_name(settings, QUEUE_ASSEMBLY)},
             messages.RELAY_OUTBOX: {"queue": maint_q},
             messages.SWEEP_LEASES: {"queue": maint_q},
             messages.PURGE: {"queue": retention_q},

@@ -21,16 +21,19 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
 @click.option("-c", "--concurrency", type=int, help="Worker processes (default: settings, else "
               "CPU count).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("-Q", "--queues", "workloads", metavar="LIST",
+              help="Comma-separated workloads to consume: images, chunks, assembly, maintenance "
+              "(default: all of them). E.g. a GPU node: --queues chunks.")
 @click.option("--retention", is_flag=True, help="Be the retention worker instead: purge, erasure "
               "and inbox clean-up (the retention queue), as the PostgreSQL and S3 role that "
               "alone may delete.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(concurrency: int | None, loglevel: str, retention: bool,
+def worker(concurrency: int | None, loglevel: str, workloads: str | None, retention: bool,
            celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker (job and maintenance queues, task events on)."""
-    from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, QUEUE_RETENTION, queue_name
+    """Run a Celery worker (every job workload and maintenance, task events on)."""
+    from infra.broker import QUEUE_RETENTION, queue_name
     settings = load_settings("retention" if retention else "worker")
-    wanted = (QUEUE_RETENTION,) if retention else (QUEUE_JOBS, QUEUE_MAINTENANCE)
+    wanted = (QUEUE_RETENTION,) if retention else _workloads(workloads)
     queues = ",".join(queue_name(settings, q) for q in wanted)
     args = ["worker", "-E", "-Q", queues, "--loglevel", loglevel]
     n = concurrency or settings.worker_concurrency
@@ -38,6 +41,23 @@ def worker(concurrency: int | None, loglevel: str, retention: bool,
         args += ["--concurrency", str(n)]
     _celery(*args, *(["-n", "retention@%h"] if retention else []), *celery_args,
             env=_role_env(settings))
+
+
+def _workloads(given: str | None) -> tuple[str, ...]:
+    """The queues named by ``--queues``; retention is refused here because it needs another
+    database and S3 role (`--retention`)."""
+    from infra.broker import WORKER_QUEUES
+    if given is None:
+        return WORKER_QUEUES
+    names = tuple(dict.fromkeys(n.strip() for n in given.split(",") if n.strip()))
+    unknown = [n for n in names if n not in WORKER_QUEUES]
+    if "retention" in unknown:
+        raise click.BadParameter("the retention queue has its own worker: use --retention",
+                                 param_hint="--queues")
+    if unknown or not names:
+        raise click.BadParameter(f"unknown workload {', '.join(unknown) or '(none)'}; choose "
+                                 f"from {', '.join(WORKER_QUEUES)}", param_hint="--queues")
+    return names
 
 
 def _role_env(settings: Settings) -> dict[str, str]:

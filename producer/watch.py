@@ -30,7 +30,7 @@ import redis.exceptions
 from celery import Celery
 
 from infra import db, ledger
-from infra.broker import QUEUE_JOBS, queue_name
+from infra.broker import JOB_QUEUES, queue_name
 from infra.objectstore import TransientStorageError, client_for
 from infra.settings import Settings
 from producer.cameras import CameraBook
@@ -94,7 +94,9 @@ class Watcher:
         return handled
 
     def queue_depth(self) -> int:
-        return int(self.broker.llen(queue_name(self.settings, QUEUE_JOBS)))  # type: ignore[arg-type]
+        """Jobs waiting in every job workload's queue (images, chunks, assembly)."""
+        return sum(int(self.broker.llen(queue_name(self.settings, q)))  # type: ignore[arg-type]
+                   for q in JOB_QUEUES)
 
     def wait_for_room(self, bucket: str) -> None:
         """Backpressure: wait while the job queue is deeper than the setting."""

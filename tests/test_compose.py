@@ -11,7 +11,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from infra.broker import QUEUE_JOBS, QUEUE_MAINTENANCE, QUEUE_RETENTION, queue_name
+from infra.broker import (
+    QUEUE_ASSEMBLY,
+    QUEUE_CHUNKS,
+    QUEUE_IMAGES,
+    QUEUE_MAINTENANCE,
+    QUEUE_RETENTION,
+    queue_name,
+)
 from infra.settings import BrokerSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,8 +166,17 @@ def test_celery_processes_use_the_workers_app(
         env = services[name]["environment"]
         prefix = env.get("VEIL_BROKER__QUEUE_PREFIX", BrokerSettings().queue_prefix)
         deployed = Settings(broker=BrokerSettings(queue_prefix=prefix))
-        wanted = {queue_name(deployed, QUEUE_JOBS), queue_name(deployed, QUEUE_MAINTENANCE)}
-        assert set(cmd[cmd.index("-Q") + 1].split(",")) == wanted
+        # CPU workers take images, assembly and maintenance, and video chunks unless told
+        # otherwise (VEIL_CPU_QUEUES, when the gpu profile runs); the GPU worker takes chunks
+        queues = cmd[cmd.index("-Q") + 1]
+        if name == "worker":
+            default = queues.removeprefix("${VEIL_CPU_QUEUES:-").removesuffix("}")
+            assert queues.startswith("${VEIL_CPU_QUEUES:-") and default != queues
+            wanted = {queue_name(deployed, q) for q in
+                      (QUEUE_IMAGES, QUEUE_CHUNKS, QUEUE_ASSEMBLY, QUEUE_MAINTENANCE)}
+            assert set(default.split(",")) == wanted
+        else:
+            assert queues == queue_name(deployed, QUEUE_CHUNKS)
 
 
 def test_flower_has_basic_auth_from_the_environment(services: dict[str, dict[str, Any]]) -> None:

@@ -27,7 +27,8 @@ def test_celery_reliability_settings() -> None:
 
 def test_every_task_is_routed_and_scheduled() -> None:
     config = celery_config(Settings())
-    assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.RELAY_OUTBOX,
+    assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.REDACT_CHUNK,
+                                          messages.ASSEMBLE_VIDEO, messages.RELAY_OUTBOX,
                                           messages.SWEEP_LEASES, messages.PURGE,
                                           messages.RECONCILE_OBJECTS, messages.ERASE}
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
@@ -148,3 +149,31 @@ def test_transient_retries_outlast_a_service_restart() -> None:
     waits = [(0.5 + min(limits.retry_backoff_max_s, 2 ** (r + 1))) / 2
              for r in range(limits.max_attempts - 1)]
     assert sum(waits) >= 60
+
+
+def test_each_workload_has_its_own_queue() -> None:
+    # given the default prefix, then images, video chunks and assembly go to queues of their own,
+    # so a GPU node can take chunks alone and CPU nodes the rest
+    from infra.settings import BrokerSettings
+    plain = Settings(broker=BrokerSettings(queue_prefix="veil"))
+    routes = celery_config(plain)["task_routes"]
+    assert routes[messages.REDACT_IMAGE]["queue"] == "veil.images"
+    assert routes[messages.REDACT_CHUNK]["queue"] == "veil.chunks"
+    assert routes[messages.ASSEMBLE_VIDEO]["queue"] == "veil.assembly"
+    assert routes[messages.PURGE]["queue"] == routes[messages.ERASE]["queue"] == "veil.retention"
+    assert celery_config(plain)["task_default_queue"] == "veil.maintenance"
+
+
+def test_veil_worker_queues_names_workloads_and_refuses_retention() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+    veil = str(Path(sys.executable).parent / "veil")
+    # when a workload that does not exist, or the retention queue, is asked for
+    for given, said in (("images,gpu", "unknown workload gpu"),
+                        ("retention", "use --retention")):
+        run = subprocess.run([veil, "worker", "--queues", given], capture_output=True, text=True,
+                             timeout=60)
+        # then it is a usage error naming the problem, before any worker starts
+        assert run.returncode == 2 and said in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr

@@ -100,17 +100,17 @@ def test_the_watcher_pauses_while_the_job_queue_is_deeper_than_the_setting(
             time.sleep(0.1)
         assert _paused(inbox), "the watcher never paused"
         time.sleep(2.0)
-        assert len(sources(inbox.settings)) == 2 and queue.llen(f"{prefix}.jobs") == 2
+        assert len(sources(inbox.settings)) == 2 and queue.llen(f"{prefix}.images") == 2
         status = json.loads(inbox.veil("status", "--json").stdout)
         assert status["watch"]["paused"] is True
         assert "PAUSED" in inbox.veil("status").stdout
         # then, once the queue drains, it resumes and finishes
-        queue.delete(f"{prefix}.jobs")
+        queue.delete(f"{prefix}.images")
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
-        queue.delete(f"{prefix}.jobs")
+        queue.delete(f"{prefix}.images")
     assert proc.returncode == 0, err
     assert json.loads(out)["counts"] == {"ingested": 3}
     assert "paused: 2 jobs queued, above 1" not in out  # --json keeps stdout to the summary
