@@ -51,6 +51,9 @@ GRANTS: Final[dict[str, dict[BucketKind, frozenset[Cap]]]] = {
                   "work": frozenset({L, D}), "redacted": frozenset({L, D})},
     "hold": {"raw": frozenset({L, H}), "work": frozenset({L, H}), "redacted": frozenset({L, H})},
     "operator": {"redacted": frozenset({R, L})},
+    # cameras, NVRs and people uploading with any S3 client: put into the inbox, nothing else
+    # (no list, no read, no delete), so a stolen camera credential reveals no one's footage.
+    "uploader": {"inbox": frozenset({P})},
 }
 ADMIN: Final = "admin"
 ROLES: Final = (ADMIN, *GRANTS)

@@ -52,6 +52,7 @@ class S3Settings(BaseModel):
     retention: S3Credentials = Field(default_factory=lambda: _creds("retention"))
     hold: S3Credentials = Field(default_factory=lambda: _creds("hold"))
     operator: S3Credentials = Field(default_factory=lambda: _creds("operator"))
+    uploader: S3Credentials = Field(default_factory=lambda: _creds("uploader"))  # cameras, NVRs
 
     def buckets(self) -> list[str]:
         return [self.bucket_raw, self.bucket_work, self.bucket_redacted, self.bucket_inbox]
@@ -301,7 +302,8 @@ class Settings(BaseSettings):
     def s3_roles(self) -> dict[str, S3Credentials]:
         return {"admin": self.s3.admin, "producer": self.s3.producer,
                 "worker": self.s3.worker, "retention": self.s3.retention,
-                "hold": self.s3.hold, "operator": self.s3.operator}
+                "hold": self.s3.hold, "operator": self.s3.operator,
+                "uploader": self.s3.uploader}
 
     def for_db_role(self, role: DbRole) -> Settings:
         """A copy whose ``db.url`` is ``role``'s connection (a copy can switch again: the role

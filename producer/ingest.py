@@ -151,10 +151,9 @@ def _s3_inputs(url: str, settings: Settings) -> Iterator[InputItem]:
     try:
         listed = sorted(list_sizes(client, bucket, prefix))
     except Exception as exc:
-        known = (settings.s3.bucket_inbox, settings.s3.bucket_raw, settings.s3.bucket_work,
-                 settings.s3.bucket_redacted)
-        raise IngestError(f"cannot list {url}: "
-                          f"{explain_error(client, exc, bucket, known=known)}") from exc
+        # Only the inbox gets here, and it is configured, not known to exist: what this
+        # identity can see decides between a missing bucket and a missing grant.
+        raise IngestError(f"cannot list {url}: {explain_error(client, exc, bucket)}") from exc
     if prefix and not listed:
         raise IngestError(f"no object at {url}: nothing in bucket {bucket!r} starts with "
                           f"{prefix!r} (missing object)")

@@ -122,3 +122,33 @@ def _paused(inbox: Inbox) -> bool:
         row = conn.execute("SELECT paused FROM inbox_cursors WHERE prefix = %s",
                            (inbox.prefix,)).fetchone()
     return bool(row and row[0])
+
+
+def test_a_camera_with_the_uploader_credential_can_only_put_and_its_upload_is_redacted(
+        inbox: Inbox, worker: subprocess.Popen[bytes], unique_seed: int) -> None:
+    import io
+
+    import pytest
+    from minio.error import S3Error
+
+    from infra.objectstore import client_for
+    # given a camera holding only the uploader credential
+    camera = client_for("uploader", inbox.settings)
+    key, data = inbox.prefix + "gate/upload.jpg", jpeg_bytes(face_image(unique_seed))
+    # when it uploads the way any S3 client does
+    camera.put_object(inbox.bucket, key, io.BytesIO(data), len(data), content_type="image/jpeg")
+    # then it can neither list, read nor delete anything in the inbox
+    for refused in (lambda: list(camera.list_objects(inbox.bucket, prefix=inbox.prefix)),
+                    lambda: camera.get_object(inbox.bucket, key).read(),
+                    lambda: camera.remove_object(inbox.bucket, key)):
+        with pytest.raises(S3Error) as caught:
+            refused()
+        assert caught.value.code == "AccessDenied"
+    # and the watcher ingests the upload, the worker redacts it, the inbox ends empty
+    run = inbox.veil("watch", "--once", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["counts"] == {"ingested": 1}
+    found = sources(inbox.settings)
+    states = wait_for([s["id"] for s in found], inbox.settings, timeout_s=180)
+    assert [state for state, _ in states.values()] == ["succeeded"]
+    assert inbox.emptied() == []
