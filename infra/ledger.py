@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from infra.db import Conn
-from schemas.enums import AuditAction, JobState
+from schemas.enums import AuditAction, JobState, Stage
 
 
 def audit(
@@ -168,6 +168,13 @@ def record_artifact(
             [(job.job_id, stage, model_version, d.frame_index, d.cls, d.score, *d.box,
               d.uncertain) for d in detections],
         )
+
+
+def output_keys(conn: Conn, source_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The redacted deliverable's key for each of ``source_ids`` that has one."""
+    rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
+                        " AND stage = %s", (source_ids, str(Stage.REDACT))).fetchall()
+    return {r["source_id"]: r["key"] for r in rows}
 
 
 # The due time of objects a policy keeps until they are erased: every object still gets a

@@ -127,12 +127,9 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
 
 
 def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
-    from infra import db
+    from infra import db, ledger
     with db.connect(settings) as conn:
-        rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
-                            " AND stage = 'redact'",
-                            ([s for s in source_ids if s],)).fetchall()
-    return {r["source_id"]: r["key"] for r in rows}
+        return ledger.output_keys(conn, [s for s in source_ids if s])
 
 
 @main.command()
