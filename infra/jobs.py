@@ -19,7 +19,8 @@ from psycopg.types.json import Jsonb
 from infra import ledger
 from infra.db import Conn
 from schemas import messages
-from schemas.enums import AuditAction
+from schemas.enums import AuditAction, JobKind, JobState
+from schemas.keys import job_id_for
 
 # What ended an attempt (or re-sent a job), as stored in jobs.attempt_causes, and how it reads.
 CAUSES: dict[str, str] = {
@@ -234,3 +235,48 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
     if assembly:
         rows.append(assembly)
     return outcomes, rows
+
+
+def create_image_job(conn: Conn, job_id: uuid.UUID, source_id: uuid.UUID) -> None:
+    """The one job of an image source, queued now (its outbox row is the caller's)."""
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, state, enqueued_at) VALUES (%s, %s, %s, %s, now())",
+        (job_id, source_id, str(JobKind.IMAGE), str(JobState.QUEUED)))
+
+
+def create_failed_job(conn: Conn, job_id: uuid.UUID, source_id: uuid.UUID, kind: JobKind,
+                      error: str) -> None:
+    """A job born failed (a video Veil cannot plan), so the failure shows in the ledger."""
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, chunk_index, state, error, finished_at)"
+        " VALUES (%s, %s, %s, 0, %s, %s, now())",
+        (job_id, source_id, str(kind), str(JobState.FAILED), error))
+
+
+def create_video_jobs(conn: Conn, source_id: uuid.UUID, chunks: list[dict[str, Any]],
+                      frame_count: int) -> None:
+    """Queued chunk jobs (``chunks``: id, index, first_frame, frame_count, plan) and the assemble
+    job, which waits (no ``enqueued_at``) until its last chunk finishes."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, chunk,"
+            " state, enqueued_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())",
+            [(c["id"], source_id, str(JobKind.CHUNK), c["index"], c["first_frame"],
+              c["frame_count"], Jsonb(c["plan"]), str(JobState.QUEUED)) for c in chunks])
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, state)"
+        " VALUES (%s, %s, %s, 0, 0, %s, %s)",
+        (job_id_for(source_id, JobKind.ASSEMBLE, 0), source_id, str(JobKind.ASSEMBLE),
+         frame_count, str(JobState.QUEUED)))
+
+
+def cancel_source_jobs(conn: Conn, source_id: uuid.UUID, reason: str) -> list[uuid.UUID]:
+    """Lock every job of a source (waiting for one that is publishing), then cancel those not
+    finished; returns the cancelled ids. For erasure: nothing may run on erased data."""
+    conn.execute("SELECT id FROM jobs WHERE source_id = %s FOR UPDATE", (source_id,))
+    return [r["id"] for r in conn.execute(
+        "UPDATE jobs SET state = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL, error = %s"
+        " WHERE source_id = %s AND state IN (%s, %s) RETURNING id",
+        (str(JobState.CANCELLED), reason, source_id, str(JobState.QUEUED),
+         str(JobState.RUNNING)))]

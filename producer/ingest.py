@@ -30,7 +30,7 @@ from minio import Minio
 from minio.error import S3Error
 from psycopg.types.json import Jsonb
 
-from infra import db, keyring, ledger, outbox
+from infra import db, jobs, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, explain_error, get_bytes, list_sizes, put_stream
 from infra.reconcile import record_upload_intent
@@ -406,17 +406,14 @@ def _record(
                          (facts.duration_s, source_id))
         if not prepared.data_key:  # known bytes whose source vanished between check and insert
             raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
-        assert source_id is not None  # set by _read for every input that got this far
+        assert source_id is not None and job_id is not None  # set by _read for every input here
         keyring.store_key(conn, source_id, prepared.data_key)
         if video is not None:
             rows = record_video_jobs(conn, source_id, video, ACTOR)
             if video.error:
                 result.state, result.error = "failed", video.error
         else:
-            conn.execute(
-                "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
-                (job_id, source_id, str(JobKind.IMAGE)),
-            )
+            jobs.create_image_job(conn, job_id, source_id)
         ledger.schedule_deletion(
             conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
             reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
