@@ -16,8 +16,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from infra import ledger
 from infra.db import Conn
+from infra.ledger_audit import audit
 from schemas import messages
 from schemas.enums import AuditAction, JobKind, JobState
 from schemas.keys import job_id_for
@@ -62,7 +62,7 @@ def requeue_for_retry(conn: Conn, job_id: uuid.UUID | str, cause: str) -> None:
     """A task is about to retry its job after an error: count the cause and mark it queued, so
     that the retry's claim is not mistaken for a re-delivery and no lease is left to expire."""
     conn.execute(
-        f"UPDATE jobs SET state = 'queued', attempt_causes = {ledger.count_cause_sql(cause)},"
+        f"UPDATE jobs SET state = 'queued', attempt_causes = {count_cause_sql(cause)},"
         " lease_expires_at = NULL, enqueued_at = now(), updated_at = now()"
         " WHERE id = %s AND state = 'running'", (job_id,))
 
@@ -71,6 +71,132 @@ def attempts_of(conn: Conn, job_id: uuid.UUID | str) -> tuple[int, dict[str, int
     row = conn.execute("SELECT attempts, attempt_causes FROM jobs WHERE id = %s",
                        (job_id,)).fetchone()
     return (row["attempts"], dict(row["attempt_causes"])) if row else (0, {})
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs to run a job, loaded by id (task arguments carry nothing else)."""
+
+    job_id: uuid.UUID
+    source_id: uuid.UUID
+    kind: str
+    state: str
+    attempts: int
+    raw_bucket: str
+    raw_key: str
+    raw_version_id: str | None
+    source_sha256: str
+    policy: dict[str, Any]
+
+
+_JOB_CONTEXT_SQL = """
+SELECT j.id AS job_id, j.source_id, j.kind, j.state, j.attempts, s.raw_bucket, s.raw_key,
+       s.raw_version_id, s.sha256 AS source_sha256, s.policy
+FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s
+"""
+
+
+def load_job(conn: Conn, job_id: uuid.UUID | str) -> JobContext | None:
+    row = conn.execute(_JOB_CONTEXT_SQL, (job_id,)).fetchone()
+    return JobContext(**row) if row else None  # type: ignore[arg-type]
+
+
+def count_cause_sql(cause: str, when: str = "true") -> str:
+    """SQL for ``jobs.attempt_causes`` with ``cause`` counted once more (only ``when`` holds);
+    ``cause`` is one of ``infra.jobs.CAUSES`` (a constant, never user input)."""
+    return (f"CASE WHEN {when} THEN jsonb_set(attempt_causes, '{{{cause}}}',"
+            f" to_jsonb(coalesce((attempt_causes->>'{cause}')::int, 0) + 1))"
+            " ELSE attempt_causes END")
+
+
+_COUNT_REDELIVERY = count_cause_sql("redelivered", when="state = 'running'")
+
+
+def claim_job(
+    conn: Conn, job_id: uuid.UUID | str, worker: str, lease_s: int
+) -> JobContext | None:
+    """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
+
+    A re-delivered job that is still `running` is claimed again: at-least-once delivery means
+    a duplicate may run, and deterministic keys plus upserts make that harmless. Such a claim
+    counts the attempt it ends as ``redelivered`` (a killed pool child's task comes back at once;
+    retries and the sweeper set the job `queued` first, with their own cause).
+    """
+    row = conn.execute(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = %s,"
+        f" attempt_causes = {_COUNT_REDELIVERY},"
+        " lease_expires_at = now() + make_interval(secs => %s),"
+        " started_at = now(), updated_at = now()"
+        " WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
+        (worker, lease_s, job_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return load_job(conn, job_id)
+
+
+def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
+    row = conn.execute(
+        "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state NOT IN ('succeeded', 'cancelled')"
+        " RETURNING source_id",
+        (reason, job_id),
+    ).fetchone()
+    if row:
+        audit(conn, actor, AuditAction.JOB_FAILED, source_id=row["source_id"], job_id=job_id,
+              detail={"reason": reason})
+
+
+def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
+    """Lock the job row and tell whether it was cancelled (its source erased meanwhile).
+
+    Call first in the transaction that publishes a job's output: erasure cancels jobs under the
+    same row lock, so either the erasure sees the recorded output and deletes it, or the worker
+    sees the cancellation and removes what it just wrote.
+    """
+    row = conn.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+    return row is None or row["state"] == str(JobState.CANCELLED)
+
+
+def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
+    conn.execute(
+        "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state <> 'cancelled'",
+        (str(JobState.SUCCEEDED), job_id),
+    )
+
+
+def record_job_progress(conn: Conn, job_id: uuid.UUID | str, frames_done: int) -> None:
+    conn.execute("UPDATE jobs SET frames_done = %s, updated_at = now() WHERE id = %s"
+                 " AND state = 'running'", (frames_done, job_id))
+
+
+def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
+                             task_name: str) -> tuple[int, str, str] | None:
+    """Call in the transaction that finishes a chunk: when every chunk of the source succeeded,
+    mark its assemble job enqueued and write its outbox row, exactly once.
+
+    Atomic without a Celery chord: the assemble row is locked first, so two chunks finishing
+    at once are serialised, and the second one's count (a new statement, so a fresh snapshot
+    under READ COMMITTED) sees the first one's commit. ``enqueued_at IS NULL`` makes a chunk
+    that runs twice harmless. Returns the outbox row to send after commit.
+    """
+    assembly = conn.execute(
+        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = 'assemble'"
+        " AND state = 'queued' FOR UPDATE", (source_id,)).fetchone()
+    if assembly is None or assembly["enqueued_at"] is not None:
+        return None
+    pending = conn.execute(
+        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = 'chunk'"
+        " AND state <> 'succeeded'", (source_id,)).fetchone()
+    if pending is None or pending["n"]:
+        return None
+    conn.execute("UPDATE jobs SET enqueued_at = now(), updated_at = now() WHERE id = %s",
+                 (assembly["id"],))
+    outbox_id = conn.execute(
+        "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+        (assembly["id"], task_name)).fetchone()["id"]  # type: ignore[index]
+    return outbox_id, task_name, str(assembly["id"])
 
 
 @dataclass(frozen=True)
@@ -95,7 +221,7 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
         conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s",
                      (Jsonb(causes), job["id"]))
         if job["attempts"] >= max_attempts:
-            ledger.fail_job(conn, job["id"], give_up_reason(job["attempts"], causes), actor)
+            fail_job(conn, job["id"], give_up_reason(job["attempts"], causes), actor)
             gave_up.append(str(job["id"]))
         else:
             requeue.append((str(job["id"]), job["kind"]))
@@ -104,7 +230,7 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
                      " enqueued_at = now(), updated_at = now() WHERE id = ANY(%s)",
                      ([uuid.UUID(j) for j, _ in requeue],))
     waited = conn.execute(
-        f"UPDATE jobs SET enqueued_at = now(), attempt_causes = {ledger.count_cause_sql('resent')}"
+        f"UPDATE jobs SET enqueued_at = now(), attempt_causes = {count_cause_sql('resent')}"
         " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'"
         "  AND enqueued_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED)"
         " RETURNING id, kind", (requeue_after_s,)).fetchall()
@@ -222,7 +348,7 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
             " finished_at = NULL, updated_at = now(),"
             " enqueued_at = CASE WHEN %s THEN NULL ELSE now() END WHERE id = %s",
             (waits, job["id"]))
-        ledger.audit(conn, actor, AuditAction.JOB_RETRY, source_id=source_id, job_id=job["id"],
+        audit(conn, actor, AuditAction.JOB_RETRY, source_id=source_id, job_id=job["id"],
                      detail={"previous_error": job["error"], "attempts": job["attempts"],
                              "attempt_causes": job["attempt_causes"]})
         outcomes.append(RetryOutcome(str(job["id"]), str(source_id), True,
@@ -230,7 +356,7 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
         if not waits:
             to_send.append((str(job["id"]), job["kind"]))
     rows = _outbox_rows(conn, to_send)
-    assembly = ledger.enqueue_assembly_if_last(conn, source_id,
+    assembly = enqueue_assembly_if_last(conn, source_id,
                                                messages.TASK_FOR_JOB_KIND["assemble"])
     if assembly:
         rows.append(assembly)
