@@ -267,7 +267,7 @@ def stalled_jobs(conn: Conn, requeue_after_s: int, limit: int = 50) -> list[dict
         (requeue_after_s, limit)).fetchall()
     return [{"job_id": str(r["id"]), "source_id": str(r["source_id"]), "kind": r["kind"],
              "chunk_index": r["chunk_index"], "state": r["state"],
-             "why": "lease expired" if r["state"] == "running" else "queued too long",
+             "why": "lease expired" if r["state"] == JobState.RUNNING else "queued too long",
              "stalled_s": round(float(r["stalled_s"]), 1), "age_s": round(float(r["age_s"]), 1),
              "attempts": r["attempts"], "attempt_causes": dict(r["attempt_causes"]),
              "worker": r["worker"]} for r in rows]
@@ -327,7 +327,7 @@ def _refusal(row: dict[str, Any]) -> str | None:
     if row["raw_deleted_at"] is not None:
         return (f"job {job}: the original of source {source} was deleted at "
                 f"{row['raw_deleted_at']:%Y-%m-%d %H:%M:%S} (retention); it cannot run again")
-    if row["state"] != "failed":
+    if row["state"] != JobState.FAILED:
         return f"job {job} is {row['state']}, not failed; only failed jobs are retried"
     return None
 
