@@ -110,6 +110,7 @@ def count_cause_sql(cause: str, when: str = "true") -> str:
 
 
 _COUNT_REDELIVERY = count_cause_sql("redelivered", when="state = 'running'")
+_RUNNING, _CANCELLED = str(JobState.RUNNING), str(JobState.CANCELLED)
 
 
 def claim_job(
@@ -123,12 +124,12 @@ def claim_job(
     retries and the sweeper set the job `queued` first, with their own cause).
     """
     row = conn.execute(
-        "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = %s,"
+        "UPDATE jobs SET state = %s, attempts = attempts + 1, worker = %s,"
         f" attempt_causes = {_COUNT_REDELIVERY},"
         " lease_expires_at = now() + make_interval(secs => %s),"
         " started_at = now(), updated_at = now()"
-        " WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
-        (worker, lease_s, job_id),
+        " WHERE id = %s AND state IN (%s, %s) RETURNING id",
+        (_RUNNING, worker, lease_s, job_id, str(JobState.QUEUED), _RUNNING),
     ).fetchone()
     if row is None:
         return None
@@ -137,10 +138,9 @@ def claim_job(
 
 def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
     row = conn.execute(
-        "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s AND state NOT IN ('succeeded', 'cancelled')"
-        " RETURNING source_id",
-        (reason, job_id),
+        "UPDATE jobs SET state = %s, error = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state NOT IN (%s, %s) RETURNING source_id",
+        (str(JobState.FAILED), reason, job_id, str(JobState.SUCCEEDED), _CANCELLED),
     ).fetchone()
     if row:
         audit(conn, actor, AuditAction.JOB_FAILED, source_id=row["source_id"], job_id=job_id,
@@ -155,20 +155,20 @@ def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
     sees the cancellation and removes what it just wrote.
     """
     row = conn.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-    return row is None or row["state"] == str(JobState.CANCELLED)
+    return row is None or row["state"] == _CANCELLED
 
 
 def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
     conn.execute(
         "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s AND state <> 'cancelled'",
-        (str(JobState.SUCCEEDED), job_id),
+        " lease_expires_at = NULL WHERE id = %s AND state <> %s",
+        (str(JobState.SUCCEEDED), job_id, _CANCELLED),
     )
 
 
 def record_job_progress(conn: Conn, job_id: uuid.UUID | str, frames_done: int) -> None:
     conn.execute("UPDATE jobs SET frames_done = %s, updated_at = now() WHERE id = %s"
-                 " AND state = 'running'", (frames_done, job_id))
+                 " AND state = %s", (frames_done, job_id, _RUNNING))
 
 
 def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
@@ -182,13 +182,14 @@ def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
     that runs twice harmless. Returns the outbox row to send after commit.
     """
     assembly = conn.execute(
-        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = 'assemble'"
-        " AND state = 'queued' FOR UPDATE", (source_id,)).fetchone()
+        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = %s"
+        " AND state = %s FOR UPDATE",
+        (source_id, str(JobKind.ASSEMBLE), str(JobState.QUEUED))).fetchone()
     if assembly is None or assembly["enqueued_at"] is not None:
         return None
     pending = conn.execute(
-        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = 'chunk'"
-        " AND state <> 'succeeded'", (source_id,)).fetchone()
+        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = %s AND state <> %s",
+        (source_id, str(JobKind.CHUNK), str(JobState.SUCCEEDED))).fetchone()
     if pending is None or pending["n"]:
         return None
     conn.execute("UPDATE jobs SET enqueued_at = now(), updated_at = now() WHERE id = %s",
