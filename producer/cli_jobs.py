@@ -21,6 +21,7 @@ from producer.cli_common import (
     progress_bar,
     service_errors,
 )
+from schemas.enums import JobState
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -109,8 +110,8 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
                     for r in results],
         "seconds": round(time.monotonic() - started, 3),
     }
-    failed = [r for r in results if r.state in ("failed", "rejected", "cancelled")]
-    pending = [r for r in results if r.state in ("queued", "running")]
+    failed = [r for r in results if r.state in (JobState.FAILED, "rejected", JobState.CANCELLED)]
+    pending = [r for r in results if r.state in (JobState.QUEUED, JobState.RUNNING)]
 
     def text() -> list[str]:
         lines = [f"{str(r.source_id or '-'):<36}  {r.state:<9} {printable(r.name)}"

@@ -40,7 +40,7 @@ from producer.consent import ConsentError, require_consent
 from producer.scanning import display_name, is_linked_folder, outside_link, walk
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
 from schemas import messages
-from schemas.enums import AuditAction, JobKind, SourceKind
+from schemas.enums import AuditAction, JobKind, JobState, SourceKind
 from schemas.keys import job_id_for, raw_key, sha256_hex, source_id_for
 from schemas.media import extension_for, sniff
 from schemas.policy import Policy
@@ -83,7 +83,7 @@ class IngestResult:
     source_id: uuid.UUID | None = None
     job_id: uuid.UUID | None = None
     duplicate: bool = False
-    state: str = "queued"
+    state: str = JobState.QUEUED
     error: str | None = None
     sha256: str | None = None
     raw_version_id: str | None = None
@@ -411,7 +411,7 @@ def _record(
         if video is not None:
             rows = record_video_jobs(conn, source_id, video, ACTOR)
             if video.error:
-                result.state, result.error = "failed", video.error
+                result.state, result.error = JobState.FAILED, video.error
         else:
             jobs.create_image_job(conn, job_id, source_id)
         ledger.schedule_deletion(
@@ -563,7 +563,7 @@ def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: flo
                 (list(source_ids),),
             ).fetchall()
         states = {r["source_id"]: (r["state"], r["error"]) for r in rows}
-        finished = sum(1 for s, _ in states.values() if s in ("succeeded", "failed", "cancelled"))
+        finished = sum(1 for s, _ in states.values() if JobState(s).finished)
         if tick and finished > done_before:
             tick(finished - done_before)
             done_before = finished
