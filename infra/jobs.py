@@ -1,5 +1,6 @@
-"""Ledger functions for a job's life after its claim: leases, attempts by cause, the sweep,
-stalled jobs, and an operator's retry (part of the ledger: all the SQL is here, none in the CLI).
+"""The jobs table's one writer: creation, claim, leases, attempts by cause, finish or failure,
+the sweep, stalled jobs, cancellation on erasure and an operator's retry (part of the ledger;
+``infra.ledger`` re-exports the functions the workers call).
 
 PostgreSQL is the truth (invariant 2). A running job holds a short lease that the worker renews
 by heartbeat; a job whose lease ran out lost its worker and is re-queued, or failed once it used
