@@ -1,5 +1,6 @@
-"""Ledger functions for a job's life after its claim: leases, attempts by cause, the sweep,
-stalled jobs, and an operator's retry (part of the ledger: all the SQL is here, none in the CLI).
+"""The jobs table's one writer: creation, claim, leases, attempts by cause, finish or failure,
+the sweep, stalled jobs, cancellation on erasure and an operator's retry (part of the ledger;
+``infra.ledger`` re-exports the functions the workers call).
 
 PostgreSQL is the truth (invariant 2). A running job holds a short lease that the worker renews
 by heartbeat; a job whose lease ran out lost its worker and is re-queued, or failed once it used
@@ -16,10 +17,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from infra import ledger
 from infra.db import Conn
+from infra.ledger_audit import audit
 from schemas import messages
-from schemas.enums import AuditAction
+from schemas.enums import AuditAction, JobKind, JobState
+from schemas.keys import job_id_for
 
 # What ended an attempt (or re-sent a job), as stored in jobs.attempt_causes, and how it reads.
 CAUSES: dict[str, str] = {
@@ -61,7 +63,7 @@ def requeue_for_retry(conn: Conn, job_id: uuid.UUID | str, cause: str) -> None:
     """A task is about to retry its job after an error: count the cause and mark it queued, so
     that the retry's claim is not mistaken for a re-delivery and no lease is left to expire."""
     conn.execute(
-        f"UPDATE jobs SET state = 'queued', attempt_causes = {ledger.count_cause_sql(cause)},"
+        f"UPDATE jobs SET state = 'queued', attempt_causes = {count_cause_sql(cause)},"
         " lease_expires_at = NULL, enqueued_at = now(), updated_at = now()"
         " WHERE id = %s AND state = 'running'", (job_id,))
 
@@ -70,6 +72,133 @@ def attempts_of(conn: Conn, job_id: uuid.UUID | str) -> tuple[int, dict[str, int
     row = conn.execute("SELECT attempts, attempt_causes FROM jobs WHERE id = %s",
                        (job_id,)).fetchone()
     return (row["attempts"], dict(row["attempt_causes"])) if row else (0, {})
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs to run a job, loaded by id (task arguments carry nothing else)."""
+
+    job_id: uuid.UUID
+    source_id: uuid.UUID
+    kind: str
+    state: str
+    attempts: int
+    raw_bucket: str
+    raw_key: str
+    raw_version_id: str | None
+    source_sha256: str
+    policy: dict[str, Any]
+
+
+_JOB_CONTEXT_SQL = """
+SELECT j.id AS job_id, j.source_id, j.kind, j.state, j.attempts, s.raw_bucket, s.raw_key,
+       s.raw_version_id, s.sha256 AS source_sha256, s.policy
+FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s
+"""
+
+
+def load_job(conn: Conn, job_id: uuid.UUID | str) -> JobContext | None:
+    row = conn.execute(_JOB_CONTEXT_SQL, (job_id,)).fetchone()
+    return JobContext(**row) if row else None  # type: ignore[arg-type]
+
+
+def count_cause_sql(cause: str, when: str = "true") -> str:
+    """SQL for ``jobs.attempt_causes`` with ``cause`` counted once more (only ``when`` holds);
+    ``cause`` is one of ``infra.jobs.CAUSES`` (a constant, never user input)."""
+    return (f"CASE WHEN {when} THEN jsonb_set(attempt_causes, '{{{cause}}}',"
+            f" to_jsonb(coalesce((attempt_causes->>'{cause}')::int, 0) + 1))"
+            " ELSE attempt_causes END")
+
+
+_COUNT_REDELIVERY = count_cause_sql("redelivered", when="state = 'running'")
+_RUNNING, _CANCELLED = str(JobState.RUNNING), str(JobState.CANCELLED)
+
+
+def claim_job(
+    conn: Conn, job_id: uuid.UUID | str, worker: str, lease_s: int
+) -> JobContext | None:
+    """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
+
+    A re-delivered job that is still `running` is claimed again: at-least-once delivery means
+    a duplicate may run, and deterministic keys plus upserts make that harmless. Such a claim
+    counts the attempt it ends as ``redelivered`` (a killed pool child's task comes back at once;
+    retries and the sweeper set the job `queued` first, with their own cause).
+    """
+    row = conn.execute(
+        "UPDATE jobs SET state = %s, attempts = attempts + 1, worker = %s,"
+        f" attempt_causes = {_COUNT_REDELIVERY},"
+        " lease_expires_at = now() + make_interval(secs => %s),"
+        " started_at = now(), updated_at = now()"
+        " WHERE id = %s AND state IN (%s, %s) RETURNING id",
+        (_RUNNING, worker, lease_s, job_id, str(JobState.QUEUED), _RUNNING),
+    ).fetchone()
+    if row is None:
+        return None
+    return load_job(conn, job_id)
+
+
+def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
+    row = conn.execute(
+        "UPDATE jobs SET state = %s, error = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state NOT IN (%s, %s) RETURNING source_id",
+        (str(JobState.FAILED), reason, job_id, str(JobState.SUCCEEDED), _CANCELLED),
+    ).fetchone()
+    if row:
+        audit(conn, actor, AuditAction.JOB_FAILED, source_id=row["source_id"], job_id=job_id,
+              detail={"reason": reason})
+
+
+def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
+    """Lock the job row and tell whether it was cancelled (its source erased meanwhile).
+
+    Call first in the transaction that publishes a job's output: erasure cancels jobs under the
+    same row lock, so either the erasure sees the recorded output and deletes it, or the worker
+    sees the cancellation and removes what it just wrote.
+    """
+    row = conn.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+    return row is None or row["state"] == _CANCELLED
+
+
+def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
+    conn.execute(
+        "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL WHERE id = %s AND state <> %s",
+        (str(JobState.SUCCEEDED), job_id, _CANCELLED),
+    )
+
+
+def record_job_progress(conn: Conn, job_id: uuid.UUID | str, frames_done: int) -> None:
+    conn.execute("UPDATE jobs SET frames_done = %s, updated_at = now() WHERE id = %s"
+                 " AND state = %s", (frames_done, job_id, _RUNNING))
+
+
+def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
+                             task_name: str) -> tuple[int, str, str] | None:
+    """Call in the transaction that finishes a chunk: when every chunk of the source succeeded,
+    mark its assemble job enqueued and write its outbox row, exactly once.
+
+    Atomic without a Celery chord: the assemble row is locked first, so two chunks finishing
+    at once are serialised, and the second one's count (a new statement, so a fresh snapshot
+    under READ COMMITTED) sees the first one's commit. ``enqueued_at IS NULL`` makes a chunk
+    that runs twice harmless. Returns the outbox row to send after commit.
+    """
+    assembly = conn.execute(
+        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = %s"
+        " AND state = %s FOR UPDATE",
+        (source_id, str(JobKind.ASSEMBLE), str(JobState.QUEUED))).fetchone()
+    if assembly is None or assembly["enqueued_at"] is not None:
+        return None
+    pending = conn.execute(
+        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = %s AND state <> %s",
+        (source_id, str(JobKind.CHUNK), str(JobState.SUCCEEDED))).fetchone()
+    if pending is None or pending["n"]:
+        return None
+    conn.execute("UPDATE jobs SET enqueued_at = now(), updated_at = now() WHERE id = %s",
+                 (assembly["id"],))
+    outbox_id = conn.execute(
+        "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+        (assembly["id"], task_name)).fetchone()["id"]  # type: ignore[index]
+    return outbox_id, task_name, str(assembly["id"])
 
 
 @dataclass(frozen=True)
@@ -94,7 +223,7 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
         conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s",
                      (Jsonb(causes), job["id"]))
         if job["attempts"] >= max_attempts:
-            ledger.fail_job(conn, job["id"], give_up_reason(job["attempts"], causes), actor)
+            fail_job(conn, job["id"], give_up_reason(job["attempts"], causes), actor)
             gave_up.append(str(job["id"]))
         else:
             requeue.append((str(job["id"]), job["kind"]))
@@ -103,7 +232,7 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
                      " enqueued_at = now(), updated_at = now() WHERE id = ANY(%s)",
                      ([uuid.UUID(j) for j, _ in requeue],))
     waited = conn.execute(
-        f"UPDATE jobs SET enqueued_at = now(), attempt_causes = {ledger.count_cause_sql('resent')}"
+        f"UPDATE jobs SET enqueued_at = now(), attempt_causes = {count_cause_sql('resent')}"
         " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'"
         "  AND enqueued_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED)"
         " RETURNING id, kind", (requeue_after_s,)).fetchall()
@@ -140,7 +269,7 @@ def stalled_jobs(conn: Conn, requeue_after_s: int, limit: int = 50) -> list[dict
         (requeue_after_s, limit)).fetchall()
     return [{"job_id": str(r["id"]), "source_id": str(r["source_id"]), "kind": r["kind"],
              "chunk_index": r["chunk_index"], "state": r["state"],
-             "why": "lease expired" if r["state"] == "running" else "queued too long",
+             "why": "lease expired" if r["state"] == JobState.RUNNING else "queued too long",
              "stalled_s": round(float(r["stalled_s"]), 1), "age_s": round(float(r["age_s"]), 1),
              "attempts": r["attempts"], "attempt_causes": dict(r["attempt_causes"]),
              "worker": r["worker"]} for r in rows]
@@ -200,7 +329,7 @@ def _refusal(row: dict[str, Any]) -> str | None:
     if row["raw_deleted_at"] is not None:
         return (f"job {job}: the original of source {source} was deleted at "
                 f"{row['raw_deleted_at']:%Y-%m-%d %H:%M:%S} (retention); it cannot run again")
-    if row["state"] != "failed":
+    if row["state"] != JobState.FAILED:
         return f"job {job} is {row['state']}, not failed; only failed jobs are retried"
     return None
 
@@ -221,7 +350,7 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
             " finished_at = NULL, updated_at = now(),"
             " enqueued_at = CASE WHEN %s THEN NULL ELSE now() END WHERE id = %s",
             (waits, job["id"]))
-        ledger.audit(conn, actor, AuditAction.JOB_RETRY, source_id=source_id, job_id=job["id"],
+        audit(conn, actor, AuditAction.JOB_RETRY, source_id=source_id, job_id=job["id"],
                      detail={"previous_error": job["error"], "attempts": job["attempts"],
                              "attempt_causes": job["attempt_causes"]})
         outcomes.append(RetryOutcome(str(job["id"]), str(source_id), True,
@@ -229,8 +358,53 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
         if not waits:
             to_send.append((str(job["id"]), job["kind"]))
     rows = _outbox_rows(conn, to_send)
-    assembly = ledger.enqueue_assembly_if_last(conn, source_id,
+    assembly = enqueue_assembly_if_last(conn, source_id,
                                                messages.TASK_FOR_JOB_KIND["assemble"])
     if assembly:
         rows.append(assembly)
     return outcomes, rows
+
+
+def create_image_job(conn: Conn, job_id: uuid.UUID, source_id: uuid.UUID) -> None:
+    """The one job of an image source, queued now (its outbox row is the caller's)."""
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, state, enqueued_at) VALUES (%s, %s, %s, %s, now())",
+        (job_id, source_id, str(JobKind.IMAGE), str(JobState.QUEUED)))
+
+
+def create_failed_job(conn: Conn, job_id: uuid.UUID, source_id: uuid.UUID, kind: JobKind,
+                      error: str) -> None:
+    """A job born failed (a video Veil cannot plan), so the failure shows in the ledger."""
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, chunk_index, state, error, finished_at)"
+        " VALUES (%s, %s, %s, 0, %s, %s, now())",
+        (job_id, source_id, str(kind), str(JobState.FAILED), error))
+
+
+def create_video_jobs(conn: Conn, source_id: uuid.UUID, chunks: list[dict[str, Any]],
+                      frame_count: int) -> None:
+    """Queued chunk jobs (``chunks``: id, index, first_frame, frame_count, plan) and the assemble
+    job, which waits (no ``enqueued_at``) until its last chunk finishes."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, chunk,"
+            " state, enqueued_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())",
+            [(c["id"], source_id, str(JobKind.CHUNK), c["index"], c["first_frame"],
+              c["frame_count"], Jsonb(c["plan"]), str(JobState.QUEUED)) for c in chunks])
+    conn.execute(
+        "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, state)"
+        " VALUES (%s, %s, %s, 0, 0, %s, %s)",
+        (job_id_for(source_id, JobKind.ASSEMBLE, 0), source_id, str(JobKind.ASSEMBLE),
+         frame_count, str(JobState.QUEUED)))
+
+
+def cancel_source_jobs(conn: Conn, source_id: uuid.UUID, reason: str) -> list[uuid.UUID]:
+    """Lock every job of a source (waiting for one that is publishing), then cancel those not
+    finished; returns the cancelled ids. For erasure: nothing may run on erased data."""
+    conn.execute("SELECT id FROM jobs WHERE source_id = %s FOR UPDATE", (source_id,))
+    return [r["id"] for r in conn.execute(
+        "UPDATE jobs SET state = %s, finished_at = now(), updated_at = now(),"
+        " lease_expires_at = NULL, error = %s"
+        " WHERE source_id = %s AND state IN (%s, %s) RETURNING id",
+        (str(JobState.CANCELLED), reason, source_id, str(JobState.QUEUED),
+         str(JobState.RUNNING)))]

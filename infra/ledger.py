@@ -15,99 +15,19 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from infra.db import Conn
-from schemas.enums import AuditAction, JobState
-
-
-def audit(
-    conn: Conn,
-    actor: str,
-    action: AuditAction,
-    *,
-    source_id: uuid.UUID | str | None = None,
-    job_id: uuid.UUID | str | None = None,
-    bucket: str | None = None,
-    key: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    conn.execute(
-        "INSERT INTO audit_events (actor, action, source_id, job_id, bucket, key, detail)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (actor, str(action), source_id, job_id, bucket, key, Jsonb(detail or {})),
-    )
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a worker needs to run a job, loaded by id (task arguments carry nothing else)."""
-
-    job_id: uuid.UUID
-    source_id: uuid.UUID
-    kind: str
-    state: str
-    attempts: int
-    raw_bucket: str
-    raw_key: str
-    raw_version_id: str | None
-    source_sha256: str
-    policy: dict[str, Any]
-
-
-_JOB_CONTEXT_SQL = """
-SELECT j.id AS job_id, j.source_id, j.kind, j.state, j.attempts, s.raw_bucket, s.raw_key,
-       s.raw_version_id, s.sha256 AS source_sha256, s.policy
-FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.id = %s
-"""
-
-
-def load_job(conn: Conn, job_id: uuid.UUID | str) -> JobContext | None:
-    row = conn.execute(_JOB_CONTEXT_SQL, (job_id,)).fetchone()
-    return JobContext(**row) if row else None  # type: ignore[arg-type]
-
-
-def count_cause_sql(cause: str, when: str = "true") -> str:
-    """SQL for ``jobs.attempt_causes`` with ``cause`` counted once more (only ``when`` holds);
-    ``cause`` is one of ``infra.jobs.CAUSES`` (a constant, never user input)."""
-    return (f"CASE WHEN {when} THEN jsonb_set(attempt_causes, '{{{cause}}}',"
-            f" to_jsonb(coalesce((attempt_causes->>'{cause}')::int, 0) + 1))"
-            " ELSE attempt_causes END")
-
-
-_COUNT_REDELIVERY = count_cause_sql("redelivered", when="state = 'running'")
-
-
-def claim_job(
-    conn: Conn, job_id: uuid.UUID | str, worker: str, lease_s: int
-) -> JobContext | None:
-    """Mark a queued (or lease-expired, re-delivered) job running; None when it is finished.
-
-    A re-delivered job that is still `running` is claimed again: at-least-once delivery means
-    a duplicate may run, and deterministic keys plus upserts make that harmless. Such a claim
-    counts the attempt it ends as ``redelivered`` (a killed pool child's task comes back at once;
-    retries and the sweeper set the job `queued` first, with their own cause).
-    """
-    row = conn.execute(
-        "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = %s,"
-        f" attempt_causes = {_COUNT_REDELIVERY},"
-        " lease_expires_at = now() + make_interval(secs => %s),"
-        " started_at = now(), updated_at = now()"
-        " WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
-        (worker, lease_s, job_id),
-    ).fetchone()
-    if row is None:
-        return None
-    return load_job(conn, job_id)
-
-
-def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> None:
-    row = conn.execute(
-        "UPDATE jobs SET state = 'failed', error = %s, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s AND state NOT IN ('succeeded', 'cancelled')"
-        " RETURNING source_id",
-        (reason, job_id),
-    ).fetchone()
-    if row:
-        audit(conn, actor, AuditAction.JOB_FAILED, source_id=row["source_id"], job_id=job_id,
-              detail={"reason": reason})
+from infra.jobs import (  # re-exported: the jobs table is owned by infra/jobs.py
+    JobContext,
+    claim_job,
+    count_cause_sql,
+    enqueue_assembly_if_last,
+    fail_job,
+    finish_job,
+    job_cancelled,
+    load_job,
+    record_job_progress,
+)
+from infra.ledger_audit import audit  # re-exported
+from schemas.enums import Stage
 
 
 @dataclass(frozen=True)
@@ -170,6 +90,13 @@ def record_artifact(
         )
 
 
+def output_keys(conn: Conn, source_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The redacted deliverable's key for each of ``source_ids`` that has one."""
+    rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
+                        " AND stage = %s", (source_ids, str(Stage.REDACT))).fetchall()
+    return {r["source_id"]: r["key"] for r in rows}
+
+
 # The due time of objects a policy keeps until they are erased: every object still gets a
 # deletion task, so the ledger lists it and erasure finds it.
 KEEP_UNTIL_ERASED = datetime(9999, 12, 31, tzinfo=UTC)
@@ -207,25 +134,6 @@ def schedule_output_deletion(conn: Conn, source_id: uuid.UUID | str, bucket: str
                              + ("kept until erased" if keep_s is None else "retention"))
 
 
-def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
-    """Lock the job row and tell whether it was cancelled (its source erased meanwhile).
-
-    Call first in the transaction that publishes a job's output: erasure cancels jobs under the
-    same row lock, so either the erasure sees the recorded output and deletes it, or the worker
-    sees the cancellation and removes what it just wrote.
-    """
-    row = conn.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-    return row is None or row["state"] == str(JobState.CANCELLED)
-
-
-def finish_job(conn: Conn, job_id: uuid.UUID | str) -> None:
-    conn.execute(
-        "UPDATE jobs SET state = %s, error = NULL, finished_at = now(), updated_at = now(),"
-        " lease_expires_at = NULL WHERE id = %s AND state <> 'cancelled'",
-        (str(JobState.SUCCEEDED), job_id),
-    )
-
-
 # --- video ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -250,11 +158,6 @@ def load_video_job(conn: Conn, job: JobContext) -> VideoJob:
     return VideoJob(row["chunk_index"], row["chunk"], row["video"], row["assembly_failed"])
 
 
-def record_job_progress(conn: Conn, job_id: uuid.UUID | str, frames_done: int) -> None:
-    conn.execute("UPDATE jobs SET frames_done = %s, updated_at = now() WHERE id = %s"
-                 " AND state = 'running'", (frames_done, job_id))
-
-
 @dataclass(frozen=True)
 class DetectionRange:
     """Detections of one tracked region over frames ``first_frame``..``last_frame``."""
@@ -277,34 +180,6 @@ def record_detection_ranges(conn: Conn, job_id: uuid.UUID | str, stage: str,
             [(job_id, stage, model_version, r.first_frame, r.last_frame, r.cls, r.score, *r.box)
              for r in ranges],
         )
-
-
-def enqueue_assembly_if_last(conn: Conn, source_id: uuid.UUID | str,
-                             task_name: str) -> tuple[int, str, str] | None:
-    """Call in the transaction that finishes a chunk: when every chunk of the source succeeded,
-    mark its assemble job enqueued and write its outbox row, exactly once.
-
-    Atomic without a Celery chord: the assemble row is locked first, so two chunks finishing
-    at once are serialised, and the second one's count (a new statement, so a fresh snapshot
-    under READ COMMITTED) sees the first one's commit. ``enqueued_at IS NULL`` makes a chunk
-    that runs twice harmless. Returns the outbox row to send after commit.
-    """
-    assembly = conn.execute(
-        "SELECT id, enqueued_at FROM jobs WHERE source_id = %s AND kind = 'assemble'"
-        " AND state = 'queued' FOR UPDATE", (source_id,)).fetchone()
-    if assembly is None or assembly["enqueued_at"] is not None:
-        return None
-    pending = conn.execute(
-        "SELECT count(*) AS n FROM jobs WHERE source_id = %s AND kind = 'chunk'"
-        " AND state <> 'succeeded'", (source_id,)).fetchone()
-    if pending is None or pending["n"]:
-        return None
-    conn.execute("UPDATE jobs SET enqueued_at = now(), updated_at = now() WHERE id = %s",
-                 (assembly["id"],))
-    outbox_id = conn.execute(
-        "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
-        (assembly["id"], task_name)).fetchone()["id"]  # type: ignore[index]
-    return outbox_id, task_name, str(assembly["id"])
 
 
 @dataclass(frozen=True)
@@ -411,3 +286,7 @@ def watch_backlog(conn: Conn) -> dict[str, Any]:
     return {"backlog": int(row.get("backlog", 0)), "paused": bool(row.get("paused")),
             "updated_at": row.get("updated_at"), "sweeps": int(row.get("sweeps", 0)),
             "rejected_kept": rejected["n"] if rejected else 0}
+
+
+__all__ = ["JobContext", "audit", "claim_job", "count_cause_sql", "enqueue_assembly_if_last",
+           "fail_job", "finish_job", "job_cancelled", "load_job", "record_job_progress"]

@@ -21,6 +21,7 @@ from producer.cli_common import (
     progress_bar,
     service_errors,
 )
+from schemas.enums import JobState
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -109,8 +110,8 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
                     for r in results],
         "seconds": round(time.monotonic() - started, 3),
     }
-    failed = [r for r in results if r.state in ("failed", "rejected", "cancelled")]
-    pending = [r for r in results if r.state in ("queued", "running")]
+    failed = [r for r in results if r.state in (JobState.FAILED, "rejected", JobState.CANCELLED)]
+    pending = [r for r in results if r.state in (JobState.QUEUED, JobState.RUNNING)]
 
     def text() -> list[str]:
         lines = [f"{str(r.source_id or '-'):<36}  {r.state:<9} {printable(r.name)}"
@@ -127,12 +128,9 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
 
 
 def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
-    from infra import db
+    from infra import db, ledger
     with db.connect(settings) as conn:
-        rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
-                            " AND stage = 'redact'",
-                            ([s for s in source_ids if s],)).fetchall()
-    return {r["source_id"]: r["key"] for r in rows}
+        return ledger.output_keys(conn, [s for s in source_ids if s])
 
 
 @main.command()

@@ -14,32 +14,17 @@ from typing import Any
 
 import click
 
-from infra import db
+from infra import db, ledger_review
 from infra.settings import Settings
 from producer.cli import main
 from producer.cli_common import emit, load_settings, parse_source_ids, service_errors
-
-_PENDING_SQL = """
-SELECT s.id AS source_id, s.original_name, s.kind, s.camera, s.policy_name,
-       count(*) AS uncertain, array_agg(DISTINCT d.class ORDER BY d.class) AS classes,
-       min(d.score) AS min_score, max(d.score) AS max_score,
-       (SELECT max(r.reviewed_at) FROM reviews r WHERE r.source_id = s.id) AS reviewed_at
-FROM detections d
-JOIN jobs j ON j.id = d.job_id
-JOIN sources s ON s.id = j.source_id
-WHERE d.uncertain
-  AND (%(all)s OR NOT EXISTS (SELECT 1 FROM reviews r WHERE r.source_id = s.id))
-GROUP BY s.id
-ORDER BY min(s.created_at), s.id
-LIMIT %(limit)s
-"""
 
 
 def pending_reviews(settings: Settings, include_reviewed: bool = False,
                     limit: int = 100) -> list[dict[str, Any]]:
     """Sources with uncertain detections (not yet reviewed, unless ``include_reviewed``)."""
     with db.connect(settings) as conn:
-        rows = conn.execute(_PENDING_SQL, {"all": include_reviewed, "limit": limit}).fetchall()
+        rows = ledger_review.sources_awaiting_review(conn, include_reviewed, limit)
     return [{**row, "source_id": str(row["source_id"]),
              "min_score": round(float(row["min_score"]), 3),
              "max_score": round(float(row["max_score"]), 3)} for row in rows]
@@ -48,11 +33,8 @@ def pending_reviews(settings: Settings, include_reviewed: bool = False,
 def record_review(settings: Settings, source_id: uuid.UUID, reviewer: str, note: str) -> None:
     """Record that ``reviewer`` looked at ``source_id``; the source must exist."""
     with db.transaction(settings) as conn:
-        found = conn.execute("SELECT 1 FROM sources WHERE id = %s", (source_id,)).fetchone()
-        if found is None:
+        if not ledger_review.record_review(conn, source_id, reviewer, note):
             raise click.ClickException(f"no source {source_id}")
-        conn.execute("INSERT INTO reviews (source_id, reviewed_by, note) VALUES (%s, %s, %s)",
-                     (source_id, reviewer, note))
 
 
 @main.command()

@@ -26,6 +26,7 @@ from PIL import Image, PngImagePlugin
 
 from infra.settings import get_settings
 from infra.stack import check_s3, stack_down, stack_up
+from schemas.enums import JobState
 
 VEIL = str(Path(sys.executable).parent / "veil")
 
@@ -122,7 +123,7 @@ def main() -> int:
             return 1
         report = json.loads(run.stdout)["sources"]
         out = Path.cwd() / "demo-output"
-        ids = [s["source_id"] for s in report if s["state"] == "succeeded"]
+        ids = [s["source_id"] for s in report if s["state"] == JobState.SUCCEEDED]
         subprocess.run([VEIL, "export", *ids, "-o", str(out)], check=False,
                        capture_output=True, text=True)
         faces = _faces_found(ids)
@@ -130,7 +131,7 @@ def main() -> int:
         for s in report:
             note = " (already ingested earlier)" if s["duplicate"] else ""
             print(f"   {s['file']:<26} {s['state']:<10} {faces.get(s['source_id'], 0)} faces{note}")
-        ok = sum(s["state"] == "succeeded" for s in report)
+        ok = sum(s["state"] == JobState.SUCCEEDED for s in report)
         print(f"   files: {len(report)}   succeeded: {ok}   faces found: {sum(faces.values())}")
         print(f"   ingest to redacted: {seconds:.1f} s   whole demo: "
               f"{time.monotonic() - started:.1f} s")

@@ -38,7 +38,7 @@ from celery import Celery
 from minio import Minio
 from psycopg.types.json import Jsonb
 
-from infra import db, keyring, ledger
+from infra import db, jobs, keyring, ledger
 from infra.db import Conn
 from infra.objectstore import client_for, delete_versions
 from infra.purge import backoff_s
@@ -68,12 +68,7 @@ def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
         # Wait for a purge deleting this source's objects right now, then for publishing jobs.
         conn.execute("SELECT id FROM deletion_tasks WHERE source_id = %s FOR UPDATE",
                      (source_id,))
-        conn.execute("SELECT id FROM jobs WHERE source_id = %s FOR UPDATE", (source_id,))
-        cancelled = [r["id"] for r in conn.execute(
-            "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now(),"
-            " lease_expires_at = NULL, error = 'cancelled: source erased'"
-            " WHERE source_id = %s AND state IN ('queued', 'running') RETURNING id",
-            (source_id,))]
+        cancelled = jobs.cancel_source_jobs(conn, source_id, "cancelled: source erased")
         key_destroyed = keyring.destroy_key(conn, source_id, actor)
         objects = source_objects(conn, s3, settings, source_id)
         with ThreadPoolExecutor(max(1, min(8, len(objects)))) as pool:

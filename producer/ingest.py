@@ -30,7 +30,7 @@ from minio import Minio
 from minio.error import S3Error
 from psycopg.types.json import Jsonb
 
-from infra import db, keyring, ledger, outbox
+from infra import db, jobs, keyring, ledger, outbox
 from infra.db import Conn
 from infra.objectstore import client_for, explain_error, get_bytes, list_sizes, put_stream
 from infra.reconcile import record_upload_intent
@@ -40,7 +40,7 @@ from producer.consent import ConsentError, require_consent
 from producer.scanning import display_name, is_linked_folder, outside_link, walk
 from producer.video_plan import VideoPlan, plan_video, record_video_jobs
 from schemas import messages
-from schemas.enums import AuditAction, JobKind, SourceKind
+from schemas.enums import AuditAction, JobKind, JobState, SourceKind
 from schemas.keys import job_id_for, raw_key, sha256_hex, source_id_for
 from schemas.media import extension_for, sniff
 from schemas.policy import Policy
@@ -83,7 +83,7 @@ class IngestResult:
     source_id: uuid.UUID | None = None
     job_id: uuid.UUID | None = None
     duplicate: bool = False
-    state: str = "queued"
+    state: str = JobState.QUEUED
     error: str | None = None
     sha256: str | None = None
     raw_version_id: str | None = None
@@ -405,17 +405,14 @@ def _record(
                          (facts.duration_s, source_id))
         if not prepared.data_key:  # known bytes whose source vanished between check and insert
             raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
-        assert source_id is not None  # set by _read for every input that got this far
+        assert source_id is not None and job_id is not None  # set by _read for every input here
         keyring.store_key(conn, source_id, prepared.data_key)
         if video is not None:
             rows = record_video_jobs(conn, source_id, video, ACTOR)
             if video.error:
-                result.state, result.error = "failed", video.error
+                result.state, result.error = JobState.FAILED, video.error
         else:
-            conn.execute(
-                "INSERT INTO jobs (id, source_id, kind, enqueued_at) VALUES (%s, %s, %s, now())",
-                (job_id, source_id, str(JobKind.IMAGE)),
-            )
+            jobs.create_image_job(conn, job_id, source_id)
         ledger.schedule_deletion(
             conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
             reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
@@ -565,7 +562,7 @@ def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: flo
                 (list(source_ids),),
             ).fetchall()
         states = {r["source_id"]: (r["state"], r["error"]) for r in rows}
-        finished = sum(1 for s, _ in states.values() if s in ("succeeded", "failed", "cancelled"))
+        finished = sum(1 for s, _ in states.values() if JobState(s).finished)
         if tick and finished > done_before:
             tick(finished - done_before)
             done_before = finished

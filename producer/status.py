@@ -8,6 +8,7 @@ from typing import Any
 from infra import db, jobs, ledger
 from infra.reconcile import unrecorded_objects
 from infra.settings import Settings
+from schemas.enums import JobState
 
 
 def overview(settings: Settings) -> dict[str, Any]:
@@ -35,8 +36,7 @@ def overview(settings: Settings) -> dict[str, Any]:
         watch["updated_at"] = _iso(watch["updated_at"])
     return {
         "sources": sources["n"] if sources else 0,
-        "jobs": {s: states.get(s, 0) for s in
-                 ("queued", "running", "succeeded", "failed", "cancelled")},
+        "jobs": {str(s): states.get(s, 0) for s in JobState},
         "failures": [{"source_id": str(f["source_id"]), "job_id": str(f["job_id"]),
                       "error": f["error"]} for f in failures],
         "deletions": {

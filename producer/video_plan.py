@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from psycopg.types.json import Jsonb
 
-from infra import ledger
+from infra import jobs, ledger
 from infra.db import Conn
 from infra.settings import Settings
 from infra.video_probe import ProbeError, VideoInfo, VideoSource, probe_video
@@ -54,10 +54,7 @@ def record_video_jobs(conn: Conn, source_id: uuid.UUID, plan: VideoPlan,
     """Chunk jobs, the assemble job and the chunks' outbox rows; returns the rows to send."""
     if plan.info is None:
         job_id = job_id_for(source_id, JobKind.CHUNK, 0)
-        conn.execute(
-            "INSERT INTO jobs (id, source_id, kind, chunk_index, state, error, finished_at)"
-            " VALUES (%s, %s, %s, 0, 'failed', %s, now())",
-            (job_id, source_id, str(JobKind.CHUNK), plan.error))
+        jobs.create_failed_job(conn, job_id, source_id, JobKind.CHUNK, plan.error or "")
         ledger.audit(conn, actor, AuditAction.JOB_FAILED, source_id=source_id, job_id=job_id,
                      detail={"reason": plan.error})
         return []
@@ -65,17 +62,10 @@ def record_video_jobs(conn: Conn, source_id: uuid.UUID, plan: VideoPlan,
                  (Jsonb(plan.info.to_json()), source_id))
     task = messages.TASK_FOR_JOB_KIND[str(JobKind.CHUNK)]
     rows: list[tuple[int, str, str]] = []
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count, chunk,"
-            " enqueued_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())",
-            [(job_id_for(source_id, JobKind.CHUNK, c.index), source_id, str(JobKind.CHUNK),
-              c.index, c.first_frame, c.frame_count, Jsonb(c.to_json())) for c in plan.chunks])
-    conn.execute(
-        "INSERT INTO jobs (id, source_id, kind, chunk_index, frame_start, frame_count)"
-        " VALUES (%s, %s, %s, 0, 0, %s)",
-        (job_id_for(source_id, JobKind.ASSEMBLE, 0), source_id, str(JobKind.ASSEMBLE),
-         plan.info.frame_count))
+    jobs.create_video_jobs(conn, source_id, [
+        {"id": job_id_for(source_id, JobKind.CHUNK, c.index), "index": c.index,
+         "first_frame": c.first_frame, "frame_count": c.frame_count, "plan": c.to_json()}
+        for c in plan.chunks], plan.info.frame_count)
     for chunk in plan.chunks:
         job_id = job_id_for(source_id, JobKind.CHUNK, chunk.index)
         outbox_id = conn.execute(

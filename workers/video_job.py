@@ -27,7 +27,7 @@ from infra.settings import Settings
 from infra.video_probe import VideoInfo
 from schemas import messages
 from schemas.chunks import ChunkPlan
-from schemas.enums import AuditAction, JobKind, Stage
+from schemas.enums import AuditAction, JobKind, JobState, Stage
 from schemas.keys import chunk_key, redacted_key
 from schemas.policy import Policy
 from workers.detectors.base import Detector
@@ -164,7 +164,7 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
             ledger.audit(conn, actor, AuditAction.RAW_READ, source_id=job.source_id,
                          job_id=job.job_id, bucket=job.raw_bucket, key=job.raw_key,
                          detail={"purpose": "audio"})
-    missing = [c.chunk_index for c in chunks if c.state != "succeeded" or c.key is None]
+    missing = [c.chunk_index for c in chunks if c.state != JobState.SUCCEEDED or c.key is None]
     if missing or not chunks:
         raise PermanentJobError(f"source {job.source_id}: chunks {missing} have no redacted "
                                 "output; nothing is published")

@@ -31,12 +31,13 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from infra.settings import ModelSettings
+from schemas.enums import DetectionClass
 from workers.detectors.base import Detection, Detector
 from workers.detectors.centerface import nms
 from workers.detectors.onnx_session import OrtSession
 
 Layout = Literal["auto", "v5", "v8", "end2end"]
-VEIL_CLASSES = ("face", "plate", "text", "custom")
+VEIL_CLASSES = tuple(str(c) for c in DetectionClass)  # the classes a policy can redact
 
 
 class YoloConfig(BaseModel):
