@@ -55,7 +55,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
     settings = load_settings()
     with service_errors():
         if dry_run:
-            from infra.purge import due_deletions
+            from workers.retention.purge import due_deletions
             due = due_deletions(settings)
             rows = [{"task_id": t.id, "source_id": str(t.source_id) if t.source_id else None,
                      "bucket": t.bucket, "key": t.key, "due_at": t.due_at.isoformat(),
@@ -75,7 +75,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
             click.echo("purge sent to the retention worker (retention queue); "
                        "use --now to run it here")
             return
-        from infra.purge import purge_due
+        from workers.retention.purge import purge_due
         report = purge_due(settings, max_runtime_s=float("inf"))
     emit(as_json, report.as_dict(), lambda: [
         f"{report.deleted} deleted, {report.deferred} deferred by legal hold, "

@@ -41,11 +41,11 @@ from psycopg.types.json import Jsonb
 from infra import db, keyring, ledger
 from infra.db import Conn
 from infra.objectstore import client_for, delete_versions
-from infra.purge import backoff_s
 from infra.settings import Settings
 from producer.holds import RightsError, active_hold, lock_source, source_objects
 from schemas import messages
 from schemas.enums import AuditAction
+from workers.retention.purge import backoff_s
 
 log = logging.getLogger(__name__)
 TOMBSTONE_NAME = "erased"

@@ -11,13 +11,14 @@ from typing import Any
 from celery import Task
 from celery.signals import celeryd_after_setup
 
-from infra import outbox, reconcile
+from infra import outbox
 from infra.settings import get_settings, reset_settings_cache
 from schemas import messages
 from workers import maintenance, runtime
 from workers.app import app
 from workers.image_job import process_image_job
 from workers.reliability import run_guarded
+from workers.retention import reconcile
 
 
 @app.task(name=messages.REDACT_IMAGE, bind=True, max_retries=None)
