@@ -44,8 +44,8 @@ import redis  # noqa: E402
 
 from infra.db import apply_migrations  # noqa: E402
 from infra.objectstore import client_for, delete_all_versions, list_keys, put_bytes  # noqa: E402
-from infra.purge import purge_due  # noqa: E402
 from infra.settings import get_settings  # noqa: E402
+from workers.retention.purge import purge_due  # noqa: E402
 
 VEIL = str(Path(sys.executable).parent / "veil")
 

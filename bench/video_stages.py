@@ -27,8 +27,8 @@ import workers.video.chunk as chunk
 from bench.throughput_video import face_policy
 from infra.settings import get_settings
 from infra.video_probe import probe_video
+from producer.chunk_plan import plan_chunks
 from producer.redact_video import local_chunk_seconds
-from schemas.chunks import plan_chunks
 from workers import runtime
 from workers.video import encode, track
 

@@ -188,9 +188,9 @@ class VideoSettings(BaseModel):
 class RetentionSettings(BaseModel):
     """The scheduled purge, its retries, and S3 object lock (issue: retention).
 
-    A deletion that fails is retried after ``retry_base_s * 2**attempts`` (capped at
-    ``retry_max_s``); after ``max_attempts`` it is marked ``failed`` (loud in `veil status` and
-    the metrics) and still retried at the cap: a deadline is never dropped.
+    A deletion that fails is retried after ``retry_base_s * 2**(attempts - 1)`` (capped at
+    ``retry_max_s``; ``schemas.backoff``); after ``max_attempts`` it is marked ``failed`` (loud
+    in `veil status` and the metrics) and still retried at the cap: a deadline is never dropped.
     ``s3_object_lock`` creates *new* buckets with object lock, so that a legal hold is also
     enforced by the S3 server; buckets created without it get ledger-only holds.
     """

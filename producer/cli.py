@@ -12,6 +12,15 @@ from typing import Any
 
 import click
 
+from producer import (
+    cli_consent,
+    cli_jobs,
+    cli_report,
+    cli_review,
+    cli_rights,
+    cli_services,
+    cli_watch,
+)
 from producer.cli_common import (
     EXIT_SERVICE,
     ServiceUnavailable,
@@ -131,13 +140,19 @@ def _span(seconds: int | None) -> str:
     return f"{seconds}s"
 
 
-from producer import (  # noqa: E402,F401  (register their commands)
-    cli_consent,
-    cli_jobs,
-    cli_report,
-    cli_review,
-    cli_rights,
-    cli_services,
-    cli_video,
-    cli_watch,
-)
+def _register() -> None:
+    """Attach the commands the cli_* modules define; they never import `main`, so no cycle."""
+    for command in (
+        cli_consent.consent,
+        cli_jobs.ingest, cli_jobs.status, cli_jobs.export, cli_jobs.redact, cli_jobs.retry,
+        cli_report.report,
+        cli_review.review,
+        cli_rights.purge, cli_rights.erase, cli_rights.hold, cli_rights.dsar, cli_rights.audit,
+        cli_rights.metrics,
+        cli_services.worker, cli_services.beat, cli_services.flower,
+        cli_watch.watch,
+    ):
+        main.add_command(command)
+
+
+_register()

@@ -14,7 +14,6 @@ from datetime import datetime
 
 import click
 
-from producer.cli import main
 from producer.cli_common import EXIT_FAILED, EXIT_USAGE, emit, load_settings, service_errors
 
 
@@ -38,7 +37,7 @@ def _consent_errors() -> Iterator[None]:
         sys.exit(EXIT_USAGE)
 
 
-@main.group()
+@click.group()
 def consent() -> None:
     """Consent records: the ground of policies on Art. 6(1)(a) consent (e.g. `research`).
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from producer.cli import main
 from producer.cli_common import (
     EXIT_FAILED,
     EXIT_TIMEOUT,
@@ -55,7 +54,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from exc
 
 
-@main.command()
+@click.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--policy", "policy_name", help="Policy to apply (see `veil policy list`).")
 @click.option("--raw-ttl", callback=_duration, help="Override raw retention: 30d, 12h, 10s.")
@@ -133,7 +132,7 @@ def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID
         return ledger.output_keys(conn, [s for s in source_ids if s])
 
 
-@main.command()
+@click.command()
 @click.argument("source_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def status(source_id: str | None, as_json: bool) -> None:
@@ -176,7 +175,7 @@ def status(source_id: str | None, as_json: bool) -> None:
                    + ("  assembling" if v["assembling"] else ""))
 
 
-@main.command()
+@click.command()
 @click.argument("source_ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Export every source with an output.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -209,7 +208,7 @@ def export(source_ids: tuple[str, ...], all_: bool, output: Path, names: str,
         sys.exit(EXIT_FAILED)
 
 
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -249,7 +248,7 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
         sys.exit(EXIT_FAILED)
 
 
-@main.command()
+@click.command()
 @click.argument("job_ids", nargs=-1)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")

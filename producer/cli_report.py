@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from producer.cli import main
 from producer.cli_common import load_settings, service_errors
 
 
@@ -20,7 +19,7 @@ def _time(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
         raise click.BadParameter(str(exc)) from exc
 
 
-@main.command()
+@click.command()
 @click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
 @click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,

@@ -16,7 +16,6 @@ import click
 
 from infra import db, ledger_review
 from infra.settings import Settings
-from producer.cli import main
 from producer.cli_common import emit, load_settings, parse_source_ids, service_errors
 
 
@@ -37,7 +36,7 @@ def record_review(settings: Settings, source_id: uuid.UUID, reviewer: str, note:
             raise click.ClickException(f"no source {source_id}")
 
 
-@main.command()
+@click.command()
 @click.option("--done", "done", metavar="SOURCE_ID", multiple=True,
               help="Record that you reviewed this source (repeatable); it leaves the list.")
 @click.option("--note", default="", help="A note stored with --done.")

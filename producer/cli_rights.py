@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 
-from producer.cli import main
 from producer.cli_common import EXIT_FAILED, emit, load_settings, parse_source_ids, service_errors
 
 
@@ -42,7 +41,7 @@ def _rights_errors() -> Iterator[None]:
 
 # --- purge -------------------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.option("--now", "run_here", is_flag=True,
               help="Run the purge in this process and wait (default: hand it to the workers).")
 @click.option("--dry-run", is_flag=True, help="List what is due (and held); delete nothing.")
@@ -56,7 +55,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
     settings = load_settings()
     with service_errors():
         if dry_run:
-            from infra.purge import due_deletions
+            from workers.retention.purge import due_deletions
             due = due_deletions(settings)
             rows = [{"task_id": t.id, "source_id": str(t.source_id) if t.source_id else None,
                      "bucket": t.bucket, "key": t.key, "due_at": t.due_at.isoformat(),
@@ -76,7 +75,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
             click.echo("purge sent to the retention worker (retention queue); "
                        "use --now to run it here")
             return
-        from infra.purge import purge_due
+        from workers.retention.purge import purge_due
         report = purge_due(settings, max_runtime_s=float("inf"))
     emit(as_json, report.as_dict(), lambda: [
         f"{report.deleted} deleted, {report.deferred} deferred by legal hold, "
@@ -88,7 +87,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
 
 # --- erase -------------------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.argument("source_ids", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (request reference, consent withdrawn...). "
               "Recorded in the audit trail.")
@@ -135,7 +134,7 @@ def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None
 
 # --- hold --------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def hold() -> None:
     """Legal holds: freeze a source's objects (purges defer them, erasure is refused)."""
 
@@ -192,7 +191,7 @@ def hold_list(all_: bool, as_json: bool) -> None:
 
 # --- dsar --------------------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.option("--camera", required=True, help="Camera or source group given at ingest.")
 @click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
 @click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
@@ -249,7 +248,7 @@ def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, 
 
 # --- audit -------------------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.option("--source", "source_id", help="Only this source's events.")
 @click.option("--since", callback=_time, help="ISO 8601 time; naive is UTC.")
 @click.option("--until", callback=_time, help="ISO 8601 time; naive is UTC.")
@@ -274,7 +273,7 @@ def audit(source_id: str | None, since: datetime | None, until: datetime | None,
 
 # --- metrics -----------------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.option("--serve", "port", type=int, help="Serve /metrics on this port instead.")
 @click.option("--address", default="127.0.0.1", show_default=True)
 def metrics(port: int | None, address: str) -> None:

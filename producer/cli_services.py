@@ -8,7 +8,6 @@ import sys
 import click
 
 from infra.settings import Settings
-from producer.cli import main
 from producer.cli_common import load_settings
 
 
@@ -17,7 +16,7 @@ def _celery(*args: str, env: dict[str, str] | None = None) -> None:
     os.execvpe(argv[0], argv, {**os.environ, **(env or {})})
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.option("-c", "--concurrency", type=int, help="Worker processes (default: settings, else "
               "CPU count).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
@@ -66,7 +65,7 @@ def _role_env(settings: Settings) -> dict[str, str]:
             "VEIL_DB__ROLE_URLS": "{}"}
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
@@ -80,7 +79,7 @@ def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
             env=_role_env(settings))
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, help="Port (default: settings.stack.flower_port).")
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)

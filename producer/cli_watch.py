@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from producer.cli import main
 from producer.cli_common import EXIT_FAILED, EXIT_USAGE, emit, load_settings, service_errors
 
 
@@ -19,7 +18,7 @@ def _after(ctx: click.Context, param: click.Parameter, value: str) -> str:
     raise click.BadParameter("use delete or move:DIR")
 
 
-@main.command()
+@click.command()
 @click.argument("path", required=False, type=click.Path(exists=True, file_okay=False,
                                                          path_type=Path))
 @click.option("--once", is_flag=True, help="Ingest what is there now, then exit.")

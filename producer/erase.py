@@ -41,10 +41,10 @@ from psycopg.types.json import Jsonb
 from infra import db, jobs, keyring, ledger
 from infra.db import Conn
 from infra.objectstore import client_for, delete_versions
-from infra.purge import backoff_s
 from infra.settings import Settings
 from producer.holds import RightsError, active_hold, lock_source, source_objects
 from schemas import messages
+from schemas.backoff import backoff_s
 from schemas.enums import AuditAction
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def _delete(s3: Minio, bucket: str, key: str) -> dict[str, Any]:
 def _record_objects(conn: Conn, settings: Settings, source_id: uuid.UUID,
                     outcomes: list[dict[str, Any]], actor: str) -> list[dict[str, Any]]:
     """One deletion task per object, done with its receipt, or due now to be retried."""
-    retry_at = datetime.now(UTC) + timedelta(seconds=backoff_s(1, settings))
+    retry_at = datetime.now(UTC) + timedelta(seconds=backoff_s(
+        1, settings.retention.retry_base_s, settings.retention.retry_max_s))
     for o in outcomes:
         if o.get("error"):
             conn.execute(

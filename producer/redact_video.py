@@ -20,7 +20,8 @@ from typing import Any
 
 from infra.settings import get_settings
 from infra.video_probe import ProbeError, VideoInfo, probe_video
-from schemas.chunks import MIN_CHUNK_S, ChunkPlan, plan_chunks
+from producer.chunk_plan import plan_chunks
+from schemas.chunks import MIN_CHUNK_S, ChunkPlan
 from schemas.policy import Policy
 from workers import runtime
 from workers.imageio import BadInputError

@@ -24,8 +24,9 @@ from infra import jobs, ledger
 from infra.db import Conn
 from infra.settings import Settings
 from infra.video_probe import ProbeError, VideoInfo, VideoSource, probe_video
+from producer.chunk_plan import chunk_seconds_for, plan_chunks
 from schemas import messages
-from schemas.chunks import ChunkPlan, chunk_seconds_for, plan_chunks
+from schemas.chunks import ChunkPlan
 from schemas.enums import AuditAction, JobKind
 from schemas.keys import job_id_for
 from schemas.policy import Policy

@@ -26,10 +26,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from infra.reconcile import INTENT_REASON, list_objects
+from infra.reconcile import INTENT_REASON
 from schemas.keys import raw_key, sha256_hex
 from tests.conftest import face_image, jpeg_bytes
 from tests.fault_stack import VEIL, FaultStack
+from workers.retention.reconcile import list_objects
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

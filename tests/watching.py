@@ -45,7 +45,7 @@ class Inbox:
         (due now) and wakes the retention worker. Here the due deletions are carried out in
         this process, as the retention role, as that worker would (its own end-to-end test is
         tests/producer/test_inbox.py)."""
-        from infra.purge import purge_due
+        from workers.retention.purge import purge_due
         purge_due(self.settings.for_db_role("retention"), max_runtime_s=30)
         return self.versions()
 

@@ -14,7 +14,6 @@ Each retry counts its cause on the job (``transient`` or ``error``; the sweeper 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +27,14 @@ from infra import db, jobs, ledger
 from infra.keyring import KeyDestroyedError, RawIntegrityError
 from infra.objectstore import is_transient
 from infra.settings import Settings
+from schemas.backoff import backoff_s
 from workers.imageio import BadInputError
 from workers.lease import LeaseHeartbeat
 
 log = logging.getLogger(__name__)
+
+# A job task's first retry waits up to 2 s, doubling per retry to limits.retry_backoff_max_s.
+TASK_BACKOFF_BASE_S = 2.0
 
 UNKNOWN_ERROR_RETRIES = 1
 
@@ -51,11 +54,6 @@ def is_transient_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     return is_transient(exc)
-
-
-def backoff_s(retries: int, cap_s: int) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, 2 ** retries)]."""
-    return random.uniform(0.5, float(min(cap_s, 2 ** (retries + 1))))
 
 
 def describe(exc: BaseException) -> str:
@@ -120,5 +118,6 @@ def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
             return "failed"
         log.warning("job %s attempt %d failed, retrying: %s", job_id, retries + 1, reason)
         _count_retry(settings, job_id, cause)
-        raise task.retry(exc=exc, countdown=backoff_s(retries, settings.limits.retry_backoff_max_s),
-                         max_retries=allowed) from exc
+        wait = backoff_s(retries + 1, TASK_BACKOFF_BASE_S, settings.limits.retry_backoff_max_s,
+                         jitter=True)
+        raise task.retry(exc=exc, countdown=wait, max_retries=allowed) from exc

@@ -8,25 +8,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Task
 from celery.signals import celeryd_after_setup
 
-from infra import outbox, reconcile
+from infra import outbox
 from infra.settings import get_settings, reset_settings_cache
 from schemas import messages
 from workers import maintenance, runtime
 from workers.app import app
 from workers.image_job import process_image_job
-from workers.reliability import run_guarded
+from workers.job_task import JobTask
+from workers.retention import reconcile
 
 
-@app.task(name=messages.REDACT_IMAGE, bind=True, max_retries=None)
-def redact_image(self: Task, job_id: str) -> Any:
-    settings = get_settings()
-    actor = runtime.worker_identity()
-    return run_guarded(self, settings, job_id, actor,
-                       lambda: process_image_job(job_id, settings, runtime.detector(), actor,
-                                                 runtime.storage()))
+@app.task(name=messages.REDACT_IMAGE, bind=True, base=JobTask)
+def redact_image(self: JobTask, job_id: str) -> Any:
+    return self.run_job(job_id, lambda settings, actor: process_image_job(
+        job_id, settings, runtime.detector(), actor, runtime.storage()))
 
 
 @celeryd_after_setup.connect

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.purge import purge_due
 from infra.settings import get_settings
 from schemas import messages
 from workers.app import app
+from workers.retention.purge import purge_due
 
 
 @app.task(name=messages.PURGE, ignore_result=True)

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task
-
 from infra import outbox
-from infra.settings import get_settings
 from schemas import messages
 from workers import runtime
 from workers.app import app
-from workers.reliability import run_guarded
+from workers.job_task import JobTask
 from workers.video_job import process_assemble_job, process_chunk_job
 
 
-@app.task(name=messages.REDACT_CHUNK, bind=True, max_retries=None)
-def redact_chunk(self: Task, job_id: str) -> Any:
-    settings = get_settings()
-    actor = runtime.worker_identity()
-
+@app.task(name=messages.REDACT_CHUNK, bind=True, base=JobTask)
+def redact_chunk(self: JobTask, job_id: str) -> Any:
     def progress(done: int, total: int) -> None:
         meta = {"job_id": job_id, "frames_done": done, "frames_total": total}
         self.update_state(state="PROGRESS", meta=meta)
@@ -32,15 +26,13 @@ def redact_chunk(self: Task, job_id: str) -> Any:
         # until the task's own result replaces it.
         self.send_event("task-progress", result=f"{done}/{total} frames", **meta)
 
-    return run_guarded(self, settings, job_id, actor, lambda: process_chunk_job(
+    return self.run_job(job_id, lambda settings, actor: process_chunk_job(
         job_id, settings, runtime.detector(), actor, runtime.storage(), progress=progress,
         send=lambda rows: outbox.send_rows(app, settings, rows),
         threads=settings.models.intra_op_threads))
 
 
-@app.task(name=messages.ASSEMBLE_VIDEO, bind=True, max_retries=None)
-def assemble_video(self: Task, job_id: str) -> Any:
-    settings = get_settings()
-    actor = runtime.worker_identity()
-    return run_guarded(self, settings, job_id, actor, lambda: process_assemble_job(
+@app.task(name=messages.ASSEMBLE_VIDEO, bind=True, base=JobTask)
+def assemble_video(self: JobTask, job_id: str) -> Any:
+    return self.run_job(job_id, lambda settings, actor: process_assemble_job(
         job_id, settings, actor, runtime.storage()))

@@ -24,7 +24,7 @@ from infra.objectstore import (
 )
 from infra.settings import Settings
 from infra.video_probe import probe_video
-from schemas.chunks import plan_chunks
+from producer.chunk_plan import plan_chunks
 from tests.videos import VideoSpec, make_video
 from workers.video.decode import decode_chunk
 

@@ -19,12 +19,13 @@ from minio import Minio
 
 from infra import db, ledger
 from infra.objectstore import client_for, list_all_versions, put_bytes
-from infra.purge import purge_due
-from infra.reconcile import INTENT_REASON, ORPHAN_REASON, reconcile
+from infra.reconcile import INTENT_REASON, ORPHAN_REASON
 from infra.settings import Settings
 from schemas.keys import raw_key, redacted_key, sha256_hex
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import VEIL, ingest_file, rows, scratch_bucket, veil
+from workers.retention.purge import purge_due
+from workers.retention.reconcile import reconcile
 
 
 def test_an_ingest_killed_after_upload_leaves_no_object_without_a_deadline(

@@ -8,10 +8,11 @@ import pytest
 import redis.exceptions
 
 from infra.objectstore import TransientStorageError
+from schemas.backoff import backoff_s
 from workers.imageio import BadInputError
 from workers.reliability import (
+    TASK_BACKOFF_BASE_S,
     PermanentJobError,
-    backoff_s,
     describe,
     is_permanent,
     is_transient_error,
@@ -42,8 +43,8 @@ def test_a_defect_is_neither_and_is_named() -> None:
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
-    early = [backoff_s(0, 120) for _ in range(200)]
-    late = [backoff_s(10, 120) for _ in range(200)]
+    early = [backoff_s(1, TASK_BACKOFF_BASE_S, 120, jitter=True) for _ in range(200)]
+    late = [backoff_s(11, TASK_BACKOFF_BASE_S, 120, jitter=True) for _ in range(200)]
     assert max(early) <= 2.0 and min(early) >= 0.5
     assert max(late) <= 120 and len(set(late)) > 100  # jittered, not a fixed delay
     assert sum(late) / len(late) > 10 * sum(early) / len(early)

@@ -24,7 +24,7 @@ import workers.video.chunk as chunk
 import workers.video.splice as splice
 from infra.settings import get_settings
 from infra.video_probe import probe_video
-from schemas.chunks import plan_chunks
+from producer.chunk_plan import plan_chunks
 from schemas.policy import GuardParams, Policy
 from tests.videos import (
     VideoSpec,

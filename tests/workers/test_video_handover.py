@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from infra.settings import get_settings
 from infra.video_probe import probe_video
-from schemas.chunks import plan_chunks
+from producer.chunk_plan import plan_chunks
 from schemas.policy import Policy
 from tests.videos import VideoSpec, make_video, read_index
 from workers.detectors.base import Detection, Detector

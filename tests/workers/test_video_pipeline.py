@@ -12,7 +12,7 @@ import pytest
 
 from infra.settings import get_settings
 from infra.video_probe import VideoInfo, probe_video
-from schemas.chunks import plan_chunks
+from producer.chunk_plan import plan_chunks
 from schemas.policy import Policy
 from tests.videos import (
     VideoSpec,

@@ -19,13 +19,13 @@ from minio import Minio
 from infra import db, keyring, ledger
 from infra.broker import celery_config, queue_name
 from infra.objectstore import client_for, list_all_versions, put_bytes
-from infra.purge import PurgeReport, purge_due
 from infra.settings import Settings
 from producer.metrics import collect, render
 from producer.status import overview
 from schemas import messages
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import execute, ingest_file, rows, scratch_bucket
+from workers.retention.purge import PurgeReport, purge_due
 
 
 @pytest.fixture()

@@ -6,7 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from schemas.chunks import ChunkPlan, FramePacket, plan_chunks
+from producer.chunk_plan import plan_chunks
+from schemas.chunks import ChunkPlan, FramePacket
 
 TB = Fraction(1, 12800)  # 25 fps: 512 ticks a frame
 
@@ -80,7 +81,8 @@ def test_plan_round_trips_through_json_and_bad_input_is_refused() -> None:
 
 
 def test_a_short_video_is_split_into_several_chunks_a_long_one_keeps_the_policy_length() -> None:
-    from schemas.chunks import MIN_CHUNK_S, chunk_seconds_for
+    from producer.chunk_plan import chunk_seconds_for
+    from schemas.chunks import MIN_CHUNK_S
 
     assert chunk_seconds_for(30.0, 10.0) == 7.5  # about 4 chunks for a node's processes
     assert chunk_seconds_for(3600.0, 10.0) == 10.0
@@ -90,7 +92,8 @@ def test_a_short_video_is_split_into_several_chunks_a_long_one_keeps_the_policy_
 
 
 def test_a_low_frame_rate_stretches_the_policy_length_to_enough_frames() -> None:
-    from schemas.chunks import MIN_CHUNK_FRAMES, chunk_seconds_for
+    from producer.chunk_plan import chunk_seconds_for
+    from schemas.chunks import MIN_CHUNK_FRAMES
 
     # a 10-fps camera: 10-s chunks would hold 100 frames, each re-detecting 19 around it
     assert chunk_seconds_for(3600.0, 10.0, frame_rate=10.0) == MIN_CHUNK_FRAMES / 10.0

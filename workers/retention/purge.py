@@ -35,6 +35,7 @@ from infra import db, keyring, ledger
 from infra.db import Conn
 from infra.objectstore import client_for, delete_versions
 from infra.settings import Settings
+from schemas.backoff import backoff_s
 from schemas.enums import AuditAction, DeletionState
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,6 @@ def due_deletions(settings: Settings, limit: int = 1000) -> list[DueDeletion]:
         ids = [r["id"] for r in conn.execute(_CLAIM_SQL.replace("FOR UPDATE SKIP LOCKED", ""),
                                              (limit,))]
         return [DueDeletion(**r) for r in conn.execute(_DETAIL_SQL, (ids,))] if ids else []
-
-
-def backoff_s(attempts: int, settings: Settings) -> int:
-    """Seconds before retry number ``attempts`` (1-based): doubling, capped."""
-    retention = settings.retention
-    return int(min(retention.retry_max_s, retention.retry_base_s * 2 ** max(0, attempts - 1)))
 
 
 def purge_due(settings: Settings, actor: str | None = None, *, max_runtime_s: float | None = None,
@@ -247,7 +242,8 @@ def _record_failed(conn: Conn, failed: list[tuple[DueDeletion, str]], actor: str
         attempts = task.attempts + 1
         state = DeletionState.FAILED if attempts >= settings.retention.max_attempts \
             else DeletionState.PENDING
-        retry_at = now + timedelta(seconds=backoff_s(attempts, settings))
+        retry_at = now + timedelta(seconds=backoff_s(
+            attempts, settings.retention.retry_base_s, settings.retention.retry_max_s))
         conn.execute(
             "UPDATE deletion_tasks SET state = %s, attempts = %s, last_error = %s,"
             " next_attempt_at = %s, claimed_by = %s WHERE id = %s",
