@@ -381,28 +381,10 @@ def _record(
             except IngestError as exc:
                 result.state, result.error = "rejected", str(exc)
                 return []
-        inserted = conn.execute(
-            "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
-            " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
-            " captured_at, origin) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (sha256) DO NOTHING RETURNING id",
-            (source_id, digest, prepared.kind, prepared.fmt or "unknown", item.name,
-             prepared.size, bucket, key, result.raw_version_id, options.policy.name,
-             options.policy.version, Jsonb(options.policy.model_dump(mode="json")),
-             options.camera, _captured_at(facts, options), item.origin),
-        ).fetchone()
-        if inserted is not None:
-            conn.execute("UPDATE sources SET purpose = %s, legal_basis = %s, consent_ref = %s"
-                         " WHERE id = %s", (options.policy.purpose,
-                                            options.policy.legal_basis_text,
-                                            options.consent_ref, source_id))
-        if inserted is None:
+        if not _insert_source(conn, prepared, options, facts, (bucket, key)):
             _report_duplicate(conn, result)
             _schedule_inbox_deletion(conn, item, source_id)
             return []
-        if facts.duration_s is not None:
-            conn.execute("UPDATE sources SET duration_s = %s WHERE id = %s",
-                         (facts.duration_s, source_id))
         if not prepared.data_key:  # known bytes whose source vanished between check and insert
             raise IngestError(f"{item.name}: its original was not uploaded; ingest it again")
         assert source_id is not None and job_id is not None  # set by _read for every input here
@@ -417,23 +399,45 @@ def _record(
             conn, source_id, bucket, key, datetime.now(UTC) + timedelta(seconds=ttl),
             reason=f"policy {options.policy.name} v{options.policy.version}: raw retention",
         )
-        if item.inbox is not None:
-            conn.execute("UPDATE sources SET inbox_bucket = %s, inbox_key = %s,"
-                         " inbox_version_id = %s WHERE id = %s",
-                         (item.inbox.bucket, item.inbox.key, item.inbox.version_id, source_id))
         _schedule_inbox_deletion(conn, item, source_id)
         if video is None:
-            task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
-            outbox_id = conn.execute(
-                "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
-                (job_id, task)).fetchone()["id"]  # type: ignore[index]
-            rows = [(outbox_id, task, str(job_id))]
+            rows = [_outbox_row(conn, job_id)]
         ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
                      bucket=bucket, key=key,
                      detail={"sha256": digest, "size": prepared.size,
                              "origin": item.origin, "policy": options.policy.name,
                              "raw_ttl_s": ttl, "consent": options.consent_ref})
     return rows
+
+
+def _insert_source(conn: Conn, prepared: _Prepared, options: IngestOptions, facts: MediaFacts,
+                   raw: tuple[str, str]) -> bool:
+    """The source row, with what the policy says about its purpose and legal basis and where
+    an inbox upload came from; False when the bytes are already a source (a duplicate)."""
+    result, item, policy = prepared.result, prepared.item, options.policy
+    inbox = item.inbox
+    inserted = conn.execute(
+        "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
+        " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
+        " captured_at, origin, purpose, legal_basis, consent_ref, duration_s, inbox_bucket,"
+        " inbox_key, inbox_version_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
+        "%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING RETURNING id",
+        (result.source_id, result.sha256, prepared.kind, prepared.fmt or "unknown", item.name,
+         prepared.size, raw[0], raw[1], result.raw_version_id, policy.name, policy.version,
+         Jsonb(policy.model_dump(mode="json")), options.camera, _captured_at(facts, options),
+         item.origin, policy.purpose, policy.legal_basis_text, options.consent_ref,
+         facts.duration_s, inbox.bucket if inbox else None, inbox.key if inbox else None,
+         inbox.version_id if inbox else None),
+    ).fetchone()
+    return inserted is not None
+
+
+def _outbox_row(conn: Conn, job_id: uuid.UUID) -> tuple[int, str, str]:
+    """The image job's outbox row, sent after commit (the relay re-sends it if that fails)."""
+    task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
+    outbox_id = conn.execute("INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
+                             (job_id, task)).fetchone()["id"]  # type: ignore[index]
+    return outbox_id, task, str(job_id)
 
 
 @dataclass(frozen=True)

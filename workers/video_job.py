@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from minio import Minio
 
@@ -181,24 +181,10 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
     joined = time.perf_counter()
     stored = put_bytes(s3, settings.s3.bucket_redacted, redacted_key(job.source_id, "mp4"),
                        result.data, MP4)
-    lineage = [{"job_id": str(c.job_id), "chunk": c.chunk_index, "frame_start": c.frame_start,
-                "frame_count": c.frame_count, "sha256": c.sha256,
-                "model_version": c.model_version,
-                "detections": (c.params or {}).get("detections"),
-                "tracks": (c.params or {}).get("tracks"),
-                "guard": (c.params or {}).get("guard")} for c in chunks]
-    first = chunks[0].params or {}
-    artifact = ledger.ArtifactRecord(
-        bucket=stored.bucket, key=stored.key, version_id=stored.version_id, sha256=stored.sha256,
-        size_bytes=stored.size, content_type=MP4, width=info.display_size[0],
-        height=info.display_size[1],
-        params={"chunks": lineage, "frames": result.frames, "audio": policy.audio,
-                "audio_streams": result.audio_streams, "dropped_streams": info.dropped_streams,
-                "encoder": first.get("encoder"), "detector": first.get("detector"),
-                "tracking": first.get("tracking"), "redaction": first.get("redaction")},
-        input_sha256=job.source_sha256,
-        timings={"fetch_s": round(fetched - started, 4), "assemble_s": round(joined - fetched, 4),
-                 "store_s": round(time.perf_counter() - joined, 4)})
+    artifact = _assembled_artifact(stored, chunks, result, info, policy, job)
+    artifact.timings.update({"fetch_s": round(fetched - started, 4),
+                             "assemble_s": round(joined - fetched, 4),
+                             "store_s": round(time.perf_counter() - joined, 4)})
     model_version = chunks[0].model_version or "unknown"
     with db.process_transaction(settings) as conn:
         if ledger.job_cancelled(conn, job.job_id):
@@ -220,3 +206,24 @@ def process_assemble_job(job_id: str | uuid.UUID, settings: Settings, actor: str
         ledger.record_job_progress(conn, job.job_id, result.frames)
         ledger.finish_job(conn, job.job_id)
     return "succeeded"
+
+
+def _assembled_artifact(stored: Any, chunks: list[Any], result: Any, info: VideoInfo,
+                        policy: Policy, job: Any) -> ledger.ArtifactRecord:
+    """The output's ledger record: its lineage chunk by chunk, and the settings they shared."""
+    lineage = [{"job_id": str(c.job_id), "chunk": c.chunk_index, "frame_start": c.frame_start,
+                "frame_count": c.frame_count, "sha256": c.sha256,
+                "model_version": c.model_version,
+                "detections": (c.params or {}).get("detections"),
+                "tracks": (c.params or {}).get("tracks"),
+                "guard": (c.params or {}).get("guard")} for c in chunks]
+    first = chunks[0].params or {}
+    return ledger.ArtifactRecord(
+        bucket=stored.bucket, key=stored.key, version_id=stored.version_id, sha256=stored.sha256,
+        size_bytes=stored.size, content_type=MP4, width=info.display_size[0],
+        height=info.display_size[1],
+        params={"chunks": lineage, "frames": result.frames, "audio": policy.audio,
+                "audio_streams": result.audio_streams, "dropped_streams": info.dropped_streams,
+                "encoder": first.get("encoder"), "detector": first.get("detector"),
+                "tracking": first.get("tracking"), "redaction": first.get("redaction")},
+        input_sha256=job.source_sha256, timings={})
