@@ -169,6 +169,11 @@ class Policy(BaseModel):
     redacted_retention_s: int | None = None
     work_retention_s: int = 86400
     audio: Literal["drop", "keep"] = "drop"
+    # How long camera and capture time are kept (invariant 9: personal data in names). The file
+    # name always goes with the raw original. "redacted": as long as the redacted output, so
+    # access requests (`veil dsar`, by camera and time) can still find a person's recordings;
+    # "raw": with the raw original, for policies whose outputs nobody asks about by time.
+    capture_facts_kept_with: Literal["raw", "redacted"] = "redacted"
     classes: list[ClassName] = ["face"]
     redaction: RedactionParams = Field(default_factory=RedactionParams)
     guard: GuardParams = Field(default_factory=GuardParams)

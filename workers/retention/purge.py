@@ -226,11 +226,16 @@ def _record_done(conn: Conn, done: list[tuple[DueDeletion, dict[str, Any]]], act
 
 def _clear_names(conn: Conn, source_ids: list[uuid.UUID]) -> None:
     """A file name is personal data (``<first>_<last>_passport.jpg``): it goes with the raw
-    original. Camera and capture time stay as long as the redacted output, because access
-    requests (`veil dsar`) find recordings by them; erasure removes them."""
+    original. Camera and capture time go too when the source's policy (as copied at ingest)
+    says ``capture_facts_kept_with = "raw"``; otherwise they stay as long as the redacted output,
+    because access requests (`veil dsar`) find recordings by them. Erasure removes them all."""
     if source_ids:
         conn.execute(
-            "UPDATE sources SET original_name = 'purged', names_cleared_at = now()"
+            "UPDATE sources SET original_name = 'purged', names_cleared_at = now(),"
+            " camera = CASE WHEN policy->>'capture_facts_kept_with' = 'raw' THEN NULL"
+            " ELSE camera END,"
+            " captured_at = CASE WHEN policy->>'capture_facts_kept_with' = 'raw' THEN NULL"
+            " ELSE captured_at END"
             " WHERE id = ANY(%s) AND names_cleared_at IS NULL AND erased_at IS NULL",
             (source_ids,))
 

@@ -246,3 +246,20 @@ def test_names_go_with_the_raw_original(clean_ledger: Settings, tmp_path: Path,
                              " FROM sources WHERE id = %s", source.source_id)[0]
     assert row["original_name"] == "purged" and row["camera"] == "home-door"
     assert row["names_cleared_at"] is not None and row["sha256"] == source.sha256
+
+
+def test_a_policy_can_send_camera_and_capture_time_with_the_raw_original(
+        clean_ledger: Settings, tmp_path: Path, unique_seed: int) -> None:
+    # given a source of the `strict` policy, which keeps camera and time only with the raw copy
+    path = tmp_path / "john_doe_badge.jpg"
+    path.write_bytes(jpeg_bytes(face_image(unique_seed)))
+    source = ingest_file(clean_ledger, path, raw_ttl_s=1, camera="clinic-door", policy="strict",
+                         captured_at=datetime(2024, 5, 1, tzinfo=UTC))
+    time.sleep(1.2)
+    # when the purge deletes the raw original
+    report = purge_due(clean_ledger.for_db_role("retention"))
+    # then name, camera and capture time are all gone with it
+    assert report.deleted == 1 and report.failed == 0
+    row = rows(clean_ledger, "SELECT original_name, camera, captured_at FROM sources"
+                             " WHERE id = %s", source.source_id)[0]
+    assert row == {"original_name": "purged", "camera": None, "captured_at": None}
