@@ -32,6 +32,7 @@ import struct
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -202,6 +203,18 @@ class _Layout:
                 "tampered, moved, cut off, or encrypted under another key") from exc
 
 
+@dataclass(frozen=True)
+class RawObject:
+    """Which sealed original to read: the source whose key decrypts it (and whose id is bound
+    into every segment's AAD) and the exact object version in the raw bucket. These four always
+    travel together, from the job or source row to the reader."""
+
+    source_id: uuid.UUID | str
+    bucket: str
+    key: str
+    version_id: str | None
+
+
 class RawReader(io.RawIOBase):
     """A raw original as a seekable, read-only file, fetched and authenticated on demand.
 
@@ -213,10 +226,10 @@ class RawReader(io.RawIOBase):
     decrypted whole on first use. ``fetched`` counts the bytes requested from S3.
     """
 
-    def __init__(self, s3: Minio, data_key: bytes, *, source_id: uuid.UUID | str, bucket: str,
-                 key: str, version_id: str | None, max_bytes: int, read_ahead: int = 4,
-                 cache_segments: int = 16) -> None:
+    def __init__(self, s3: Minio, data_key: bytes, raw: RawObject, *, max_bytes: int,
+                 read_ahead: int = 4, cache_segments: int = 16) -> None:
         super().__init__()
+        source_id, bucket, key, version_id = raw.source_id, raw.bucket, raw.key, raw.version_id
         self._s3, self._data_key, self._source = s3, data_key, source_id
         self._where = (bucket, key, version_id)
         self._read_ahead, self._cache_size = max(1, read_ahead), max(1, cache_segments)
@@ -327,13 +340,13 @@ def destroy_key(conn: Conn, source_id: uuid.UUID | str, actor: str) -> bool:
     return row is not None
 
 
-def read_original(s3: Minio, data_key: bytes, *, source_id: uuid.UUID | str, bucket: str,
-                  key: str, version_id: str | None, sha256: str, max_bytes: int) -> bytes:
+def read_original(s3: Minio, data_key: bytes, raw: RawObject, *, sha256: str,
+                  max_bytes: int) -> bytes:
     """Fetch, decrypt and verify a raw original, in memory only (load the key with
     :func:`load_key` in the transaction that claims the job)."""
-    blob = get_bytes(s3, bucket, key, version_id=version_id, max_bytes=max_bytes + 64)
-    plaintext = decrypt(data_key, blob, source_id)
+    blob = get_bytes(s3, raw.bucket, raw.key, version_id=raw.version_id, max_bytes=max_bytes + 64)
+    plaintext = decrypt(data_key, blob, raw.source_id)
     if sha256_hex(plaintext) != sha256:
-        raise RawIntegrityError(f"raw object of source {source_id} does not match its recorded "
+        raise RawIntegrityError(f"raw object of source {raw.source_id} does not match its recorded "
                                 "sha256; refusing to process a tampered original")
     return plaintext

@@ -7,7 +7,7 @@ importing the rest of the ledger.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from psycopg.types.json import Jsonb
 
@@ -15,19 +15,21 @@ from infra.db import Conn
 from schemas.enums import AuditAction
 
 
-def audit(
-    conn: Conn,
-    actor: str,
-    action: AuditAction,
-    *,
-    source_id: uuid.UUID | str | None = None,
-    job_id: uuid.UUID | str | None = None,
-    bucket: str | None = None,
-    key: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
+class AuditFields(TypedDict, total=False):
+    """Where an audit event happened and what it says; every field is optional, so callers name
+    only the ones that apply (one TypedDict instead of five keyword arguments)."""
+
+    source_id: uuid.UUID | str | None
+    job_id: uuid.UUID | str | None
+    bucket: str | None
+    key: str | None
+    detail: dict[str, Any] | None
+
+
+def audit(conn: Conn, actor: str, action: AuditAction, **fields: Unpack[AuditFields]) -> None:
     conn.execute(
         "INSERT INTO audit_events (actor, action, source_id, job_id, bucket, key, detail)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (actor, str(action), source_id, job_id, bucket, key, Jsonb(detail or {})),
+        (actor, str(action), fields.get("source_id"), fields.get("job_id"), fields.get("bucket"),
+         fields.get("key"), Jsonb(fields.get("detail") or {})),
     )

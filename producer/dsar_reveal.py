@@ -85,17 +85,17 @@ def render_reveal(conn: Conn, s3: Minio, settings: Settings, grant: RevealGrant,
     source = grant.source
     policy = Policy.model_validate(source["policy"])
     hidden = [r for r in regions if r.id not in grant.revealed]
-    where = {"source_id": source["id"], "bucket": source["raw_bucket"],
-             "key": source["raw_key"], "version_id": source["raw_version_id"]}
+    where = keyring.RawObject(source["id"], source["raw_bucket"], source["raw_key"],
+                              source["raw_version_id"])
     if source["kind"] != "video":
-        raw = keyring.read_original(s3, grant.data_key, sha256=source["sha256"],
-                                    max_bytes=settings.limits.max_file_bytes, **where)
+        raw = keyring.read_original(s3, grant.data_key, where, sha256=source["sha256"],
+                                    max_bytes=settings.limits.max_file_bytes)
         return reveal_image(raw, hidden, policy, settings.limits.max_image_pixels)
     plans = [ChunkPlan.from_json(r["chunk"]) for r in conn.execute(
         "SELECT chunk FROM jobs WHERE source_id = %s AND kind = 'chunk' ORDER BY chunk_index",
         (source["id"],))]
-    with keyring.RawReader(s3, grant.data_key, max_bytes=settings.limits.max_file_bytes,
-                           **where) as reader:
+    with keyring.RawReader(s3, grant.data_key, where,
+                           max_bytes=settings.limits.max_file_bytes) as reader:
         data = reveal_video(reader, VideoInfo.from_json(source["video"]), plans, hidden, policy,
                             window_s)
     return (data, "mp4") if data is not None else None

@@ -44,8 +44,8 @@ def process_image_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
     policy = Policy.model_validate(job.policy)
     s3 = s3 or client_for("worker", settings)
 
-    raw = keyring.read_original(s3, data_key, source_id=job.source_id, bucket=job.raw_bucket,
-                                key=job.raw_key, version_id=job.raw_version_id,
+    raw = keyring.read_original(s3, data_key, keyring.RawObject(
+        job.source_id, job.raw_bucket, job.raw_key, job.raw_version_id),
                                 sha256=job.source_sha256, max_bytes=settings.limits.max_file_bytes)
     timings["fetch_s"] = time.perf_counter() - started
 

@@ -64,8 +64,8 @@ def open_original(s3: Minio, data_key: bytes, job: ledger.JobContext,
     """The original as a file read on demand: a chunk task fetches and authenticates only the
     segments its decoder touches (the container index and its own time range), so a chunk of
     an hour-long video neither downloads nor holds the whole file (``keyring.RawReader``)."""
-    return keyring.RawReader(s3, data_key, source_id=job.source_id, bucket=job.raw_bucket,
-                             key=job.raw_key, version_id=job.raw_version_id,
+    return keyring.RawReader(s3, data_key, keyring.RawObject(
+        job.source_id, job.raw_bucket, job.raw_key, job.raw_version_id),
                              max_bytes=settings.limits.max_file_bytes)
 
 

@@ -43,8 +43,9 @@ def raw_objects(services: Settings) -> Iterator[tuple[Minio, list[str]]]:
 
 def _reader(client: Minio, settings: Settings, data_key: bytes, key: str,
             version: str | None) -> keyring.RawReader:
-    return keyring.RawReader(client, data_key, source_id=SOURCE, bucket=settings.s3.bucket_raw,
-                             key=key, version_id=version, max_bytes=settings.limits.max_file_bytes,
+    return keyring.RawReader(client, data_key,
+                             keyring.RawObject(SOURCE, settings.s3.bucket_raw, key, version),
+                             max_bytes=settings.limits.max_file_bytes,
                              read_ahead=2, cache_segments=4)
 
 

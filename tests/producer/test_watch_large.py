@@ -67,8 +67,8 @@ def test_a_50_mb_video_goes_to_raw_without_being_held_in_memory(inbox: Inbox) ->
     with db.connect(inbox.settings) as conn:
         data_key = keyring.load_key(conn, source["id"])
     reader = keyring.RawReader(client_for("worker", inbox.settings), data_key,
-                               source_id=source["id"], bucket=row["raw_bucket"],
-                               key=row["raw_key"], version_id=row["raw_version_id"],
+                               keyring.RawObject(source["id"], row["raw_bucket"],
+                                                 row["raw_key"], row["raw_version_id"]),
                                max_bytes=SIZE)
     digest = hashlib.sha256()
     while chunk := reader.read(4 * 1024 * 1024):
