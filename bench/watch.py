@@ -37,6 +37,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -143,7 +144,7 @@ def run(files: list[tuple[str, bytes]], kills: int, concurrency: int) -> dict[st
             break
         time.sleep(0.5)
     finished = time.time()
-    figures = _figures(prefix, uploaded, started, finished, total, killed, upload_s)
+    figures = _figures(prefix, uploaded, RunTimes(started, finished, upload_s), total, killed)
     for proc in (watcher, worker):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
@@ -158,8 +159,18 @@ def _finished() -> int:
         " ('succeeded', 'failed', 'cancelled')")[0]["n"])
 
 
-def _figures(prefix: str, uploaded: dict[str, float], started: float, finished: float,
-             total: int, killed: int, upload_s: float) -> dict[str, object]:
+@dataclass(frozen=True)
+class RunTimes:
+    """When the run started and finished, and how long its uploads took (seconds)."""
+
+    started: float
+    finished: float
+    upload_s: float
+
+
+def _figures(prefix: str, uploaded: dict[str, float], times: RunTimes, total: int,
+             killed: int) -> dict[str, object]:
+    started, finished, upload_s = times.started, times.finished, times.upload_s
     settings = get_settings()
     digests = {hashlib.sha256(k.encode()).hexdigest(): k for k in uploaded}
     rows = _sql("SELECT i.key_sha256, i.outcome, s.kind, a.created_at FROM inbox_objects i"

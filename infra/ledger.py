@@ -213,17 +213,27 @@ def chunk_artifacts(conn: Conn, source_id: uuid.UUID | str) -> list[ChunkArtifac
 
 # --- the inbox watcher (issue 18) ----------------------------------------------------------
 
-def record_inbox_object(conn: Conn, bucket: str, key_sha256: str, version_id: str | None, *,
-                        source_id: uuid.UUID | None, outcome: str, size_bytes: int,
-                        uploaded_at: datetime | None, detail: str | None = None) -> bool:
+@dataclass(frozen=True)
+class InboxRef:
+    """Which inbox object version an input is: the ledger's key for exactly-once ingestion."""
+
+    bucket: str
+    key_sha256: str
+    version_id: str | None
+    size: int
+    uploaded_at: datetime | None
+
+
+def record_inbox_object(conn: Conn, inbox: InboxRef, *, source_id: uuid.UUID | None,
+                        outcome: str, size_bytes: int, detail: str | None = None) -> bool:
     """One row per inbox object version handled; False when it was handled already (another
     delivery of the same version), in which case the caller's transaction changes nothing."""
     row = conn.execute(
         "INSERT INTO inbox_objects (bucket, key_sha256, version_id, source_id, outcome, detail,"
         " size_bytes, uploaded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING bucket",
-        (bucket, key_sha256, version_id or "", source_id, outcome, detail, size_bytes,
-         uploaded_at)).fetchone()
+        (inbox.bucket, inbox.key_sha256, inbox.version_id or "", source_id, outcome, detail,
+         size_bytes, inbox.uploaded_at)).fetchone()
     return row is not None
 
 
@@ -261,7 +271,15 @@ def inbox_cursor(conn: Conn, bucket: str, prefix: str) -> str:
     return str(row["position"]) if row else ""
 
 
-def save_inbox_cursor(conn: Conn, bucket: str, prefix: str, position: str, *,
+@dataclass(frozen=True)
+class InboxPrefix:
+    """One watched listing: a bucket and the key prefix inside it (a cursor's identity)."""
+
+    bucket: str
+    prefix: str
+
+
+def save_inbox_cursor(conn: Conn, where: InboxPrefix, position: str, *,
                       backlog: int | None = None, paused: bool | None = None,
                       sweep_done: bool = False) -> None:
     """Move the listing cursor (durable across restarts) and the figures `veil status` shows."""
@@ -271,8 +289,8 @@ def save_inbox_cursor(conn: Conn, bucket: str, prefix: str, position: str, *,
         " %(inc)s) ON CONFLICT (bucket, prefix) DO UPDATE SET position = %(pos)s,"
         " backlog = coalesce(%(backlog)s, c.backlog), paused = coalesce(%(paused)s, c.paused),"
         " sweeps = c.sweeps + %(inc)s, updated_at = now()",
-        {"b": bucket, "p": prefix, "pos": position, "backlog": backlog, "paused": paused,
-         "inc": int(sweep_done)})
+        {"b": where.bucket, "p": where.prefix, "pos": position, "backlog": backlog,
+         "paused": paused, "inc": int(sweep_done)})
 
 
 def watch_backlog(conn: Conn) -> dict[str, Any]:
@@ -288,5 +306,6 @@ def watch_backlog(conn: Conn) -> dict[str, Any]:
             "rejected_kept": rejected["n"] if rejected else 0}
 
 
-__all__ = ["JobContext", "audit", "claim_job", "count_cause_sql", "enqueue_assembly_if_last",
-           "fail_job", "finish_job", "job_cancelled", "load_job", "record_job_progress"]
+__all__ = ["InboxPrefix", "InboxRef", "JobContext", "audit", "claim_job", "count_cause_sql",
+           "enqueue_assembly_if_last", "fail_job", "finish_job", "job_cancelled", "load_job",
+           "record_job_progress"]

@@ -440,18 +440,7 @@ def _outbox_row(conn: Conn, job_id: uuid.UUID) -> tuple[int, str, str]:
     return outbox_id, task, str(job_id)
 
 
-@dataclass(frozen=True)
-class InboxRef:
-    """Which inbox object version an input is: the ledger's key for exactly-once ingestion."""
-
-    bucket: str
-    key_sha256: str
-    version_id: str | None
-    size: int
-    uploaded_at: datetime | None
-
-
-def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions,
+def ingest_inbox_object(item: InputItem, inbox: ledger.InboxRef, options: IngestOptions,
                         settings: Settings, app: Celery) -> IngestResult:
     """Ingest one inbox object version: raw copy, then ONE transaction with its source (or the
     duplicate it is) and its ``inbox_objects`` row, then send. A version already recorded
@@ -463,10 +452,8 @@ def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions
             if result.state == "rejected":  # kept in the inbox; recorded if it never fits
                 if inbox.size <= settings.limits.max_file_bytes:
                     return result  # unreadable now (S3 trouble?): the next sweep tries again
-                ledger.record_inbox_object(conn, inbox.bucket, inbox.key_sha256,
-                                           inbox.version_id, source_id=None, outcome="rejected",
-                                           size_bytes=inbox.size, uploaded_at=inbox.uploaded_at,
-                                           detail=result.error)
+                ledger.record_inbox_object(conn, inbox, source_id=None, outcome="rejected",
+                                           size_bytes=inbox.size, detail=result.error)
                 return result
             try:
                 _check_consent(conn, options)
@@ -481,10 +468,8 @@ def ingest_inbox_object(item: InputItem, inbox: InboxRef, options: IngestOptions
                 if result.state == "rejected":
                     return result
                 recorded = ledger.record_inbox_object(
-                    conn, inbox.bucket, inbox.key_sha256, inbox.version_id,
-                    source_id=result.source_id, size_bytes=prepared.size,
-                    outcome="duplicate" if result.duplicate else "ingested",
-                    uploaded_at=inbox.uploaded_at)
+                    conn, inbox, source_id=result.source_id, size_bytes=prepared.size,
+                    outcome="duplicate" if result.duplicate else "ingested")
                 if not recorded:
                     raise _AlreadyRecorded
     except _AlreadyRecorded:

@@ -118,8 +118,8 @@ class Watcher:
     def _save_paused(self, bucket: str, paused: bool) -> None:
         prefix = self.settings.watch.prefix
         with db.connect(self.settings, autocommit=True) as conn:
-            ledger.save_inbox_cursor(conn, bucket, prefix, ledger.inbox_cursor(conn, bucket,
-                                     prefix), paused=paused)
+            ledger.save_inbox_cursor(conn, ledger.InboxPrefix(bucket, prefix),
+                                     ledger.inbox_cursor(conn, bucket, prefix), paused=paused)
 
     # --- listing sweeps ----------------------------------------------------------------------
 
@@ -127,10 +127,11 @@ class Watcher:
         """One pass from the durable cursor to the end of the listing; returns objects seen.
         The cursor moves after each object, so a SIGKILL costs at most one object's re-check."""
         prefix = self.settings.watch.prefix
+        where = ledger.InboxPrefix(bucket, prefix)
         with db.connect(self.settings, autocommit=True) as conn:
             start = ledger.inbox_cursor(conn, bucket, prefix)
             pending = list(list_inbox(self.client, bucket, prefix, start))
-            ledger.save_inbox_cursor(conn, bucket, prefix, start, backlog=len(pending))
+            ledger.save_inbox_cursor(conn, where, start, backlog=len(pending))
             self.metrics.backlog.labels(bucket).set(len(pending))
             stuck = 0
             for left, obj in enumerate(pending, 1):
@@ -142,10 +143,10 @@ class Watcher:
                     log.warning("inbox %s: %s", bucket, exc)
                     stuck += 1
                 self.metrics.backlog.labels(bucket).set(len(pending) - left + stuck)
-                ledger.save_inbox_cursor(conn, bucket, prefix, obj.key,
+                ledger.save_inbox_cursor(conn, where, obj.key,
                                          backlog=len(pending) - left + stuck)
             # refused and rejected uploads stay in the inbox: the backlog a person must look at
-            ledger.save_inbox_cursor(conn, bucket, prefix, "", sweep_done=True, backlog=stuck)
+            ledger.save_inbox_cursor(conn, where, "", sweep_done=True, backlog=stuck)
         return len(pending)
 
     def run_once(self) -> WatchSummary:

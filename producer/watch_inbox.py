@@ -27,7 +27,7 @@ from infra.objectstore import get_bytes, transient_errors
 from infra.settings import Settings
 from producer.cameras import CameraBook, CameraRefused
 from producer.ingest import InboxObject as IngestInbox
-from producer.ingest import InboxRef, IngestOptions, IngestResult, InputItem, ingest_inbox_object
+from producer.ingest import IngestOptions, IngestResult, InputItem, ingest_inbox_object
 from schemas import messages
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     options = IngestOptions(policy=camera.policy, camera=camera.name,
                             captured_at=obj.uploaded_at, camera_tz=camera.timezone,
                             capture_from=camera.capture_time)
-    ref = InboxRef(obj.bucket, obj.key_sha256, obj.version_id, obj.size, obj.uploaded_at)
+    ref = ledger.InboxRef(obj.bucket, obj.key_sha256, obj.version_id, obj.size, obj.uploaded_at)
     result = ingest_inbox_object(_input(obj, settings, client), ref, options, settings, app)
     if result.state == "rejected":
         return Handled(obj, "rejected", result, result.error)
