@@ -213,30 +213,39 @@ def put_bytes(
     metadata: dict[str, str] | None = None,
 ) -> StoredObject:
     """Store ``data``; its sha256 is kept as object metadata and returned for the ledger."""
-    return put_stream(client, bucket, key, io.BytesIO(data), len(data),
-                      hashlib.sha256(data).hexdigest(), content_type, metadata)
+    body = StreamBody(io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
+    return put_stream(client, bucket, key, body, content_type, metadata)
+
+
+@dataclass(frozen=True)
+class StreamBody:
+    """What to upload: ``size`` bytes from ``stream``, whose ``sha256`` the caller computed,
+    and how many multipart parts may be in flight at once (each holds about 15 MB)."""
+
+    stream: BinaryIO | io.RawIOBase
+    size: int
+    sha256: str
+    parallel_parts: int = 3
 
 
 def put_stream(
     client: Minio,
     bucket: str,
     key: str,
-    stream: BinaryIO | io.RawIOBase,
-    size: int,
-    sha256: str,
+    body: StreamBody,
     content_type: str = "application/octet-stream",
     metadata: dict[str, str] | None = None,
-    parallel_parts: int = 3,
 ) -> StoredObject:
     """Store ``size`` bytes read from ``stream`` (multipart when large), whose ``sha256`` the
     caller computed, without holding them all in memory. Each part in flight holds about
     15 MB (5-MiB parts, copied while signed): ``parallel_parts=1`` bounds a huge upload's
     memory to about 20 MB (measured; 3 parts: about 35 MB)."""
+    stream, size, sha256 = body.stream, body.size, body.sha256
     meta = {**(metadata or {}), SHA256_METADATA: sha256}
     with transient_errors():
         result = client.put_object(
             bucket, key, stream, size, content_type=content_type,  # type: ignore[arg-type]
-            metadata=meta, num_parallel_uploads=parallel_parts,  # type: ignore[arg-type]
+            metadata=meta, num_parallel_uploads=body.parallel_parts,  # type: ignore[arg-type]
         )
     return StoredObject(bucket=bucket, key=key, version_id=result.version_id, sha256=sha256,
                         size=size, etag=(result.etag or "").strip('"'))

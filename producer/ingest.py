@@ -32,7 +32,14 @@ from psycopg.types.json import Jsonb
 
 from infra import db, jobs, keyring, ledger, outbox
 from infra.db import Conn
-from infra.objectstore import client_for, explain_error, get_bytes, list_sizes, put_stream
+from infra.objectstore import (
+    StreamBody,
+    client_for,
+    explain_error,
+    get_bytes,
+    list_sizes,
+    put_stream,
+)
 from infra.reconcile import record_upload_intent
 from infra.settings import Settings
 from producer.capture_time import MediaFacts, media_facts, video_facts
@@ -356,8 +363,9 @@ def _upload(prepared: _Prepared, settings: Settings, client: Minio) -> None:
     plaintext = (keyring.FilePlaintext(prepared.spool, prepared.size)
                  if prepared.spool is not None else prepared.data)
     sealer = keyring.Sealer(prepared.data_key, plaintext, prepared.result.source_id)
-    stored = put_stream(client, bucket, key, sealer.reader(), sealer.size, sealer.sha256(),
-                        parallel_parts=1 if prepared.spool is not None else 3)
+    body = StreamBody(sealer.reader(), sealer.size, sealer.sha256(),
+                      parallel_parts=1 if prepared.spool is not None else 3)
+    stored = put_stream(client, bucket, key, body)
     prepared.result.raw_version_id = stored.version_id
 
 

@@ -16,6 +16,7 @@ from minio import Minio
 from infra import keyring
 from infra.objectstore import (
     SHA256_METADATA,
+    StreamBody,
     client_for,
     delete_all_versions,
     get_bytes,
@@ -166,8 +167,8 @@ def test_a_large_original_is_sealed_while_it_is_uploaded(
     sealer = keyring.Sealer(data_key, original, SOURCE)
     key = f"test-raw-reader/{uuid.uuid4()}"
     keys.append(key)
-    stored = put_stream(client, services.s3.bucket_raw, key, sealer.reader(), sealer.size,
-                        sealer.sha256())
+    stored = put_stream(client, services.s3.bucket_raw, key,
+                        StreamBody(sealer.reader(), sealer.size, sealer.sha256()))
     # then the object is exactly the sealed original, with its checksum recorded beside it
     blob = get_bytes(client, services.s3.bucket_raw, key, version_id=stored.version_id)
     assert len(blob) == sealer.size == stored.size
