@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -61,10 +62,23 @@ def describe(exc: BaseException) -> str:
     return text if is_permanent(exc) else f"{exc.__class__.__name__}: {text}"
 
 
-def dead_letter(settings: Settings, job_id: str, task_name: str, reason: str, attempts: int,
-                actor: str, cause: str | None = None) -> None:
+@dataclass(frozen=True)
+class DeadLetter:
+    """One job given up on: which task, why, after how many attempts, and (when retries ran
+    out) the last attempt's cause, which is added to the counts the give-up reason names."""
+
+    job_id: str
+    task_name: str
+    reason: str
+    attempts: int
+    cause: str | None = None
+
+
+def dead_letter(settings: Settings, letter: DeadLetter, actor: str) -> None:
     """Fail the job and keep a dead letter; with ``cause`` (the last attempt's), the reason
     becomes the give-up reason naming every attempt's cause with its count."""
+    job_id, task_name, reason, attempts, cause = (letter.job_id, letter.task_name, letter.reason,
+                                                  letter.attempts, letter.cause)
     with db.transaction(settings) as conn:
         if cause is not None:
             attempts, causes = jobs.attempts_of(conn, job_id)
@@ -100,7 +114,7 @@ def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
     except SoftTimeLimitExceeded:
         reason = (f"job {job_id} exceeded the time limit of "
                   f"{settings.limits.task_soft_time_limit_s} s")
-        dead_letter(settings, job_id, task.name, reason, retries + 1, actor)
+        dead_letter(settings, DeadLetter(job_id, task.name, reason, retries + 1), actor)
         return "failed"
     except Exception as exc:
         reason = describe(exc)
@@ -114,7 +128,8 @@ def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
         allowed = settings.limits.max_attempts - 1 if transient else UNKNOWN_ERROR_RETRIES
         if retries >= allowed:
             log.warning("job %s gave up after %d retries: %s", job_id, retries, reason)
-            dead_letter(settings, job_id, task.name, reason, retries + 1, actor, cause=cause)
+            dead_letter(settings, DeadLetter(job_id, task.name, reason, retries + 1, cause),
+                        actor)
             return "failed"
         log.warning("job %s attempt %d failed, retrying: %s", job_id, retries + 1, reason)
         _count_retry(settings, job_id, cause)
