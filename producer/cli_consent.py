@@ -61,11 +61,11 @@ def consent_add(ref: str, subject: str | None, scope: str | None, expires_at: da
                 wording_version: str | None, given_at: datetime | None, as_json: bool) -> None:
     """Record the consent REF; sources ingested with `--consent REF` are linked to it."""
     from producer.audit_log import operator_identity
-    from producer.consent import add_consent
+    from producer.consent import ConsentTerms, add_consent
+    terms = ConsentTerms(subject=subject, scope=scope, expires_at=expires_at,
+                         wording_version=wording_version, given_at=given_at)
     with service_errors(), _consent_errors():
-        row = add_consent(load_settings(), ref, operator_identity(), subject=subject, scope=scope,
-                          expires_at=expires_at, wording_version=wording_version,
-                          given_at=given_at)
+        row = add_consent(load_settings(), ref, operator_identity(), terms)
     emit(as_json, row, lambda: [
         f"consent {row['ref']} recorded: given {row['given_at']}"
         + (f", expires {row['expires_at']}" if row["expires_at"] else "")

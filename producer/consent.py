@@ -20,6 +20,7 @@ refused.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,12 +40,25 @@ _COLUMNS = ("ref, subject, scope, wording_version, given_at, recorded_by, expire
             " withdrawn_at, withdrawn_by, withdrawal_reason")
 
 
-def add_consent(settings: Settings, ref: str, actor: str, *, subject: str | None = None,
-                scope: str | None = None, expires_at: datetime | None = None,
-                wording_version: str | None = None,
-                given_at: datetime | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConsentTerms:
+    """What a consent covers and for how long, as the person gave it; all optional (``given_at``
+    defaults to now)."""
+
+    subject: str | None = None
+    scope: str | None = None
+    expires_at: datetime | None = None
+    wording_version: str | None = None
+    given_at: datetime | None = None
+
+
+def add_consent(settings: Settings, ref: str, actor: str,
+                terms: ConsentTerms | None = None) -> dict[str, Any]:
     """Record a consent given; a ref already on record is refused (refs are never reused, so a
     withdrawn consent cannot come back under the same reference)."""
+    terms = terms or ConsentTerms()
+    subject, scope, expires_at = terms.subject, terms.scope, terms.expires_at
+    wording_version, given_at = terms.wording_version, terms.given_at
     ref = ref.strip()
     if not ref:
         raise ConsentError("a consent needs a reference (REF)")
