@@ -220,7 +220,7 @@ def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, 
     A reveal is refused (exit 1) once the original is purged or under a hold forbidding it.
     """
     from producer.audit_log import operator_identity
-    from producer.dsar import DsarOptions, export_dsar, preview_dsar
+    from producer.dsar import DsarOptions, DsarRequest, export_dsar, preview_dsar
     settings = load_settings()
     if preview and reveal:
         raise click.BadParameter("--preview lists the regions; --reveal uses them: one at a time",
@@ -234,7 +234,8 @@ def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, 
                       f"{r['frames'][0]}-{r['frames'][1]}  {r['captured_at']}" for r in regions),
                     f"{output}: contact sheet of {len(regions)} regions"])
                 return
-            result = export_dsar(settings, camera, start, end, output, operator_identity(),
+            result = export_dsar(settings, DsarRequest(camera, start, end), output,
+                                 operator_identity(),
                                  DsarOptions(clip=clip, reveal=frozenset(reveal),
                                              received_at=received_at))
         except ValueError as exc:

@@ -77,6 +77,27 @@ class DsarOptions:
     received_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class DsarRequest:
+    """What the data subject asked for: one camera's recordings between two instants."""
+
+    camera: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """One recording to hand over: its source row, its redacted output (None: none stored),
+    the reveal grant if any of its regions are shown, its regions, and the clip window."""
+
+    source: dict[str, Any]
+    output: dict[str, Any] | None
+    grant: RevealGrant | None
+    regions: list[Region]
+    window: tuple[float, float] | None
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -88,13 +109,14 @@ def _check_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def export_dsar(settings: Settings, camera: str, start: datetime, end: datetime, out: Path,
-                actor: str, options: DsarOptions | None = None) -> DsarResult:
+def export_dsar(settings: Settings, asked: DsarRequest, out: Path, actor: str,
+                options: DsarOptions | None = None) -> DsarResult:
     """Write the access-request zip to ``out`` (atomically) and audit each source it holds.
 
     Reveals are checked (and refused, naming the source) before anything is written."""
     options = options or DsarOptions()
-    start, end = _check_range(start, end)
+    camera = asked.camera
+    start, end = _check_range(asked.start, asked.end)
     request = {"camera": camera, "from": start.isoformat(), "to": end.isoformat()}
     s3 = client_for("operator", settings)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,9 +136,10 @@ def export_dsar(settings: Settings, camera: str, start: datetime, end: datetime,
             with zipfile.ZipFile(partial, "w") as zf:
                 for index, source in enumerate(sources, start=1):
                     entry = _entry(conn, settings, source)
-                    media = _media(conn, settings, s3, raw_s3, source, entry.pop("_output"),
-                                   grants.get(source["id"]), regions[source["id"]],
-                                   _window(source, start, end) if options.clip else None)
+                    media = _media(conn, settings, s3, raw_s3, MediaSource(
+                        source, entry.pop("_output"), grants.get(source["id"]),
+                        regions[source["id"]],
+                        _window(source, start, end) if options.clip else None))
                     entry["revealed_regions"] = sorted(revealed.get(source["id"], ()))
                     if media is not None:
                         name = f"media/{index:04d}_{source['captured_at']:%Y%m%dT%H%M%SZ}_" \
@@ -193,11 +216,12 @@ def _window(source: dict[str, Any], start: datetime, end: datetime) -> tuple[flo
     return (max(0.0, (start - at).total_seconds()), (end - at).total_seconds())
 
 
-def _media(conn: Conn, settings: Settings, s3: Minio, raw_s3: Minio, source: dict[str, Any],
-           output: dict[str, Any] | None, grant: RevealGrant | None, regions: list[Region],
-           window: tuple[float, float] | None) -> tuple[bytes, str] | None:
+def _media(conn: Conn, settings: Settings, s3: Minio, raw_s3: Minio,
+           media: MediaSource) -> tuple[bytes, str] | None:
     """The file for one recording: revealed from the raw original, or the redacted output
     (cut to the window for a clipped video); None when there is nothing to hand over."""
+    source, output, grant = media.source, media.output, media.grant
+    regions, window = media.regions, media.window
     if grant is not None:
         return render_reveal(conn, raw_s3, settings, grant, regions,
                              window if source["kind"] == "video" else None)
