@@ -108,7 +108,7 @@ def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None
     back. Sources under legal hold are refused, naming the hold.
     """
     from producer.audit_log import operator_identity
-    from producer.erase import ErasurePending
+    from producer.erase import EraseRun, ErasurePending
     from producer.erase import erase as run_erase
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
@@ -116,8 +116,8 @@ def erase(source_ids: tuple[str, ...], reason: str, received_at: datetime | None
     with service_errors():
         try:
             receipts = run_erase(settings, parse_source_ids(source_ids), reason,
-                                 operator_identity(), received_at, now=run_here,
-                                 timeout_s=timeout_s)
+                                 operator_identity(), received_at,
+                                 EraseRun(now=run_here, timeout_s=timeout_s))
         except ErasurePending as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_FAILED)

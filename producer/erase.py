@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -219,11 +220,24 @@ def wait_for_receipts(settings: Settings, request_id: uuid.UUID,
         time.sleep(0.3)
 
 
+@dataclass(frozen=True)
+class EraseRun:
+    """Where an erasure request is carried out: here (``now``, as the retention role), or by
+    the retention worker through ``app`` (made from the settings when None), waiting up to
+    ``timeout_s`` for its receipts."""
+
+    now: bool = True
+    app: Celery | None = None
+    timeout_s: float = 120.0
+
+
 def erase(settings: Settings, source_ids: list[uuid.UUID], reason: str, actor: str,
-          received_at: datetime | None = None, *, now: bool = True, app: Celery | None = None,
-          timeout_s: float = 120.0) -> list[dict[str, Any]]:
+          received_at: datetime | None = None,
+          run: EraseRun | None = None) -> list[dict[str, Any]]:
     """Record the request, then carry it out here (``now``, as the retention role) or hand it
     to the retention worker and wait for its receipts (:class:`ErasurePending` on timeout)."""
+    run = run or EraseRun()
+    now, app, timeout_s = run.now, run.app, run.timeout_s
     request_id = request_erasure(settings, source_ids, reason, actor, received_at)
     if now:
         return carry_out(settings.for_db_role("retention"), request_id) or []
