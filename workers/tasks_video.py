@@ -14,7 +14,7 @@ from schemas import messages
 from workers import runtime
 from workers.app import app
 from workers.job_task import JobTask
-from workers.video_job import process_assemble_job, process_chunk_job
+from workers.video_job import ChunkRun, process_assemble_job, process_chunk_job
 
 
 @app.task(name=messages.REDACT_CHUNK, bind=True, base=JobTask)
@@ -27,9 +27,10 @@ def redact_chunk(self: JobTask, job_id: str) -> Any:
         self.send_event("task-progress", result=f"{done}/{total} frames", **meta)
 
     return self.run_job(job_id, lambda settings, actor: process_chunk_job(
-        job_id, settings, runtime.detector(), actor, runtime.storage(), progress=progress,
-        send=lambda rows: outbox.send_rows(app, settings, rows),
-        threads=settings.models.intra_op_threads))
+        job_id, settings, runtime.detector(), actor, ChunkRun(
+            runtime.storage(), progress=progress,
+            send=lambda rows: outbox.send_rows(app, settings, rows),
+            threads=settings.models.intra_op_threads)))
 
 
 @app.task(name=messages.ASSEMBLE_VIDEO, bind=True, base=JobTask)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -69,10 +70,22 @@ def open_original(s3: Minio, data_key: bytes, job: ledger.JobContext,
                              max_bytes=settings.limits.max_file_bytes)
 
 
+@dataclass(frozen=True)
+class ChunkRun:
+    """How a worker runs a chunk job: its S3 client (a worker one from the settings when None),
+    where frame progress goes, how the assembly task is sent, and decoder threads (0: auto)."""
+
+    s3: Minio | None = None
+    progress: Progress | None = None
+    send: SendRows | None = None
+    threads: int = 0
+
+
 def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Detector,
-                      actor: str, s3: Minio | None = None, progress: Progress | None = None,
-                      send: SendRows | None = None, threads: int = 0) -> Outcome:
+                      actor: str, run: ChunkRun | None = None) -> Outcome:
     """Redact one chunk into `work`; the last chunk to finish enqueues the assembly."""
+    run = run or ChunkRun()
+    s3, progress, send, threads = run.s3, run.progress, run.send, run.threads
     started = time.perf_counter()
     claimed = _claim(job_id, settings, actor, read_raw=True)
     if claimed is None:
