@@ -196,7 +196,7 @@ def _figures(prefix: str, uploaded: dict[str, float], times: RunTimes, total: in
         "latency_p50_s": round(statistics.median(latencies), 2) if latencies else None,
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2)
         if latencies else None,
-        "images_per_s": round(len(images) / (last_image.timestamp() - started), 2)  # type: ignore[union-attr]
+        "images_per_s": round(len(images) / (last_image.timestamp() - started), 2)  # type: ignore[union-attr,attr-defined]
         if last_image else None,
         "wall_s": round(finished - started, 1),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

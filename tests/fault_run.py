@@ -158,12 +158,17 @@ def restart_service(fs: FaultStack, report: FaultReport, name: str, stop: Callab
     stop()
     time.sleep(down_s)
     start()
-    counted: list[int] = []
-    _poll(lambda: bool(counted.append(_finished_count(fs)) or True), 30)
+    counted: list[int] = []  # jobs done once the ledger answers again (PostgreSQL may restart)
+    _poll(lambda: _record_count(counted, fs), 30)
     before = counted[-1] if counted else 0
     recovery = _poll(lambda: _finished_count(fs) > before or not _pending(fs), timeout_s)
     report.faults.append({"fault": f"{name} down {down_s:.0f} s, restarted", "kind": "service",
                           "recovery_s": None if recovery is None else round(recovery, 1)})
+
+
+def _record_count(counted: list[int], fs: FaultStack) -> bool:
+    counted.append(_finished_count(fs))
+    return True
 
 
 def _pending(fs: FaultStack) -> int:
