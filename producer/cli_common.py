@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import click
@@ -95,3 +96,14 @@ def parse_source_ids(values: Iterable[str], param_hint: str | None = None) -> li
             raise click.BadParameter(f"not a source id: {value!r}",
                                      param_hint=param_hint) from exc
     return out
+
+
+def time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """Click callback for a time option: ISO 8601, naive is UTC; a bad value is a usage error."""
+    from producer.dsar import parse_time
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc

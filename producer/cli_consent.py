@@ -14,17 +14,14 @@ from datetime import datetime
 
 import click
 
-from producer.cli_common import EXIT_FAILED, EXIT_USAGE, emit, load_settings, service_errors
-
-
-def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from producer.dsar import parse_time
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+from producer.cli_common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    emit,
+    load_settings,
+    service_errors,
+    time_option,
+)
 
 
 @contextmanager
@@ -53,9 +50,9 @@ def consent() -> None:
 @click.option("--subject", help="A reference to the subject in your own records (participant "
               "code); never a name or an address.")
 @click.option("--scope", help="What the subject agreed to (study, purpose).")
-@click.option("--expires", "expires_at", callback=_time, help="ISO 8601; naive is UTC.")
+@click.option("--expires", "expires_at", callback=time_option, help="ISO 8601; naive is UTC.")
 @click.option("--wording-version", help="Version of the consent text shown to the subject.")
-@click.option("--given-at", callback=_time, help="When it was given (default: now).")
+@click.option("--given-at", callback=time_option, help="When it was given (default: now).")
 @click.option("--json", "as_json", is_flag=True)
 def consent_add(ref: str, subject: str | None, scope: str | None, expires_at: datetime | None,
                 wording_version: str | None, given_at: datetime | None, as_json: bool) -> None:
@@ -93,7 +90,7 @@ def consent_list(active: bool, as_json: bool) -> None:
 @consent.command("withdraw")
 @click.argument("ref")
 @click.option("--reason", required=True, help="How the subject withdrew (request reference).")
-@click.option("--received", "received_at", callback=_time,
+@click.option("--received", "received_at", callback=time_option,
               help="When the subject asked (ISO 8601; default now), for response times.")
 @click.option("--json", "as_json", is_flag=True)
 def consent_withdraw(ref: str, reason: str, received_at: datetime | None, as_json: bool) -> None:

@@ -8,20 +8,13 @@ from pathlib import Path
 
 import click
 
-from producer.cli_common import load_settings, service_errors
-
-
-def _time(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
-    from producer.dsar import parse_time
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+from producer.cli_common import load_settings, service_errors, time_option
 
 
 @click.command()
-@click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
-@click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
+@click.option("--from", "start", required=True, callback=time_option,
+              help="ISO 8601; naive is UTC.")
+@click.option("--to", "end", required=True, callback=time_option, help="ISO 8601; naive is UTC.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The HTML file to write (self-contained: plots are embedded).")
 @click.option("--json", "as_json", is_flag=True, help="Also print the report's data as JSON.")

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import click
 
-from producer.cli_common import EXIT_FAILED, emit, load_settings, parse_source_ids, service_errors
-
-
-def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from producer.dsar import parse_time
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+from producer.cli_common import (
+    EXIT_FAILED,
+    emit,
+    load_settings,
+    parse_source_ids,
+    service_errors,
+    time_option,
+)
 
 
 @contextmanager
@@ -91,7 +88,7 @@ def purge(run_here: bool, dry_run: bool, as_json: bool) -> None:
 @click.argument("source_ids", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (request reference, consent withdrawn...). "
               "Recorded in the audit trail.")
-@click.option("--received", "received_at", callback=_time,
+@click.option("--received", "received_at", callback=time_option,
               help="When the request came in (ISO 8601; default now), for response times.")
 @click.option("--now", "run_here", is_flag=True, help="Carry the erasure out in this process "
               "(needs the retention credentials) instead of the retention worker.")
@@ -193,8 +190,9 @@ def hold_list(all_: bool, as_json: bool) -> None:
 
 @click.command()
 @click.option("--camera", required=True, help="Camera or source group given at ingest.")
-@click.option("--from", "start", required=True, callback=_time, help="ISO 8601; naive is UTC.")
-@click.option("--to", "end", required=True, callback=_time, help="ISO 8601; naive is UTC.")
+@click.option("--from", "start", required=True, callback=time_option,
+              help="ISO 8601; naive is UTC.")
+@click.option("--to", "end", required=True, callback=time_option, help="ISO 8601; naive is UTC.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The zip to write (with --preview: the contact sheet, a PNG).")
 @click.option("--clip", is_flag=True, help="Cut videos to the requested range.")
@@ -203,7 +201,7 @@ def hold_list(all_: bool, as_json: bool) -> None:
 @click.option("--reveal", "reveal", multiple=True, type=int, metavar="REGION_ID",
               help="Show this region (the requester) unredacted, from the raw original while it "
               "is held; everyone else stays redacted. Repeatable. Audited.")
-@click.option("--received", "received_at", callback=_time,
+@click.option("--received", "received_at", callback=time_option,
               help="When the request came in (ISO 8601; default now), for response times.")
 @click.option("--json", "as_json", is_flag=True)
 def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, preview: bool,
@@ -251,8 +249,8 @@ def dsar(camera: str, start: datetime, end: datetime, output: Path, clip: bool, 
 
 @click.command()
 @click.option("--source", "source_id", help="Only this source's events.")
-@click.option("--since", callback=_time, help="ISO 8601 time; naive is UTC.")
-@click.option("--until", callback=_time, help="ISO 8601 time; naive is UTC.")
+@click.option("--since", callback=time_option, help="ISO 8601 time; naive is UTC.")
+@click.option("--until", callback=time_option, help="ISO 8601 time; naive is UTC.")
 @click.option("--action", "actions", multiple=True, help="Only these actions (repeatable): "
               "ingest, raw_read, output_write, export, dsar_export, erase, purge, "
               "purge_deferred, purge_failed, hold_set, hold_release, job_failed.")

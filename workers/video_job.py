@@ -85,7 +85,6 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
                       actor: str, run: ChunkRun | None = None) -> Outcome:
     """Redact one chunk into `work`; the last chunk to finish enqueues the assembly."""
     run = run or ChunkRun()
-    s3, progress, send, threads = run.s3, run.progress, run.send, run.threads
     started = time.perf_counter()
     claimed = _claim(job_id, settings, actor, read_raw=True)
     if claimed is None:
@@ -96,12 +95,12 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
         time.sleep(settings.test_job_delay_s)
     policy = Policy.model_validate(job.policy)
     info, plan = VideoInfo.from_json(video.video), ChunkPlan.from_json(video.chunk)
-    s3 = s3 or client_for("worker", settings)
+    s3 = run.s3 or client_for("worker", settings)
     with open_original(s3, data_key, job, settings) as raw:
         fetched = time.perf_counter()
         output = redact_chunk(ChunkWork(
-            raw, info, plan, policy, detector, settings.video, threads,
-            progress=_progress_recorder(job.job_id, settings, progress)))
+            raw, info, plan, policy, detector, settings.video, run.threads,
+            progress=_progress_recorder(job.job_id, settings, run.progress)))
         raw_read = {"raw_bytes_read": raw.fetched, "raw_bytes": raw.size}
     redacted = time.perf_counter()
     stored = put_bytes(s3, settings.s3.bucket_work, chunk_key(job.source_id, plan.index),
@@ -139,8 +138,8 @@ def process_chunk_job(job_id: str | uuid.UUID, settings: Settings, detector: Det
         ledger.finish_job(conn, job.job_id)
         assembly = ledger.enqueue_assembly_if_last(
             conn, job.source_id, messages.TASK_FOR_JOB_KIND[str(JobKind.ASSEMBLE)])
-    if assembly and send:
-        send([assembly])
+    if assembly and run.send:
+        run.send([assembly])
     return "succeeded"
 
 
