@@ -37,6 +37,7 @@ from producer.cameras import CameraBook
 from producer.watch_events import EventQueue
 from producer.watch_inbox import Handled, InboxObject, handle_object, list_inbox
 from producer.watch_metrics import WatchMetrics
+from schemas import messages
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Watcher:
         self.broker = redis.Redis.from_url(settings.broker.url)
         self.buckets = settings.watch.buckets or [settings.s3.bucket_inbox]
         self.summary = WatchSummary()
+        self.handed_over = 0  # inbox copies scheduled for deletion since the purge was woken
 
     # --- one object -----------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class Watcher:
         self.wait_for_room(obj.bucket)
         handled = handle_object(obj, self.settings, self.app, self.book, self.client)
         self.summary.add(handled)
+        self.handed_over += handled.outcome in ("ingested", "duplicate", "released")
         self.metrics.objects.labels(handled.outcome).inc()
         if handled.outcome == "duplicate":
             self.metrics.duplicates.inc()
@@ -92,6 +95,13 @@ class Watcher:
             self.metrics.latency.observe(
                 max((datetime.now(UTC) - obj.uploaded_at).total_seconds(), 0.0))
         return handled
+
+    def wake_retention(self) -> None:
+        """Send one purge for the inbox copies handed over since the last call (due now), not
+        one per object; if this is lost, beat's purge finds them within its interval."""
+        if self.handed_over:
+            self.app.send_task(messages.PURGE)
+            self.handed_over = 0
 
     def queue_depth(self) -> int:
         """Jobs waiting in every job workload's queue (images, chunks, assembly)."""
@@ -136,6 +146,7 @@ class Watcher:
             stuck = 0
             for left, obj in enumerate(pending, 1):
                 if self.stop():
+                    self.wake_retention()
                     return left - 1
                 try:
                     stuck += self.handle(obj).outcome in ("rejected", "refused", "kept")
@@ -147,6 +158,7 @@ class Watcher:
                                          backlog=len(pending) - left + stuck)
             # refused and rejected uploads stay in the inbox: the backlog a person must look at
             ledger.save_inbox_cursor(conn, where, "", sweep_done=True, backlog=stuck)
+        self.wake_retention()
         return len(pending)
 
     def run_once(self) -> WatchSummary:
@@ -189,6 +201,7 @@ class Watcher:
                 self.handle(InboxObject(event.bucket, event.key, event.version_id, event.size,
                                         event.event_time))
         events.done(raw)
+        self.wake_retention()
         return True
 
 

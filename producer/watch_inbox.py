@@ -28,7 +28,6 @@ from infra.settings import Settings
 from producer.cameras import CameraBook, CameraRefused
 from producer.ingest import InboxObject as IngestInbox
 from producer.ingest import IngestOptions, IngestResult, InputItem, ingest_inbox_object
-from schemas import messages
 
 log = logging.getLogger(__name__)
 ACTOR = "watcher"
@@ -82,7 +81,7 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     if known is not None:
         if known["outcome"] == "rejected":
             return Handled(obj, "kept", reason=known["detail"])
-        inbox_copy_done(obj, known["source_id"], settings, app)
+        inbox_copy_done(obj, known["source_id"], settings)
         return Handled(obj, "released")
     try:
         camera = book.for_key(obj.key, settings.watch.prefix)
@@ -95,7 +94,7 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     result = ingest_inbox_object(_input(obj, settings, client), ref, options, settings, app)
     if result.state == "rejected":
         return Handled(obj, "rejected", result, result.error)
-    inbox_copy_done(obj, result.source_id, settings, app)
+    inbox_copy_done(obj, result.source_id, settings)
     return Handled(obj, "duplicate" if result.duplicate else "ingested", result)
 
 
@@ -137,17 +136,16 @@ def spool_object(client: Minio, obj: InboxObject, max_bytes: int) -> tuple[Binar
     return spool, digest.hexdigest()  # type: ignore[return-value]
 
 
-def inbox_copy_done(obj: InboxObject, source_id: uuid.UUID | None, settings: Settings,
-                    app: Celery) -> None:
+def inbox_copy_done(obj: InboxObject, source_id: uuid.UUID | None, settings: Settings) -> None:
     """The inbox copy is done with: its raw copy and ledger rows are committed.
 
     Handed to the inbox lifecycle, as `veil ingest s3://` does: a deletion task for the key,
     due now, and the retention worker (the only process with delete rights; the watcher runs
-    with the producer's) deletes every version with a receipt and an audit event. The purge is
-    woken at once. Hazard, documented in docs/ingestion.md: an upload under the same key made
-    between this and the purge is deleted with it (cameras write unique keys).
+    with the producer's) deletes every version with a receipt and an audit event. The watcher
+    wakes the purge once per sweep or event batch (``Watcher.wake_retention``). Hazard,
+    documented in docs/ingestion.md: an upload under the same key made between this and the
+    purge is deleted with it (cameras write unique keys).
     """
     with db.connect(settings) as conn, conn.transaction():
         ledger.schedule_inbox_deletion(conn, obj.bucket, obj.key, source_id)
         ledger.mark_inbox_released(conn, obj.bucket, obj.key_sha256, obj.version_id)
-    app.send_task(messages.PURGE)
