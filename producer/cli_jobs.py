@@ -226,10 +226,11 @@ def redact(paths: tuple[Path, ...], output: Path, policy_name: str | None,
     from workers.imageio import SUPPORTED
     policy = _policy(policy_name)
     started = time.monotonic()
-    scan = scan_inputs(list(paths))
+    scan = scan_inputs(list(paths), exclude=output)  # walked once, for the count and the run
     skipped = scan.skipped
     with progress_bar(len(scan.inputs), "redact", not as_json) as tick:
-        results = redact_files(list(paths), output, policy, processes=processes, progress=tick)
+        results = redact_files(list(paths), output, policy, processes=processes, progress=tick,
+                               scan=scan)
     seconds = time.monotonic() - started
     errors = [r for r in results if r.error]
     emit(as_json, {"files": [{"input": str(r.path), "output": str(r.output) if r.output else None,

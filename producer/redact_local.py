@@ -57,16 +57,21 @@ class Scan:
     refused: dict[Path, str] = field(default_factory=dict)
 
 
-def scan_inputs(paths: Sequence[Path]) -> Scan:
+def scan_inputs(paths: Sequence[Path], exclude: Path | None = None) -> Scan:
     """Walk the named paths once (see :class:`Scan`). Files named directly are taken as they
     are, links included: the user chose them. Under a folder, a symbolic link is followed only
-    when its target lies inside that folder; hidden files are left alone."""
+    when its target lies inside that folder; hidden files are left alone, and so is
+    ``exclude`` (the output folder: `veil redact . -o out` run twice must not redact its own
+    outputs again)."""
     scan = Scan()
+    skip = exclude.resolve() if exclude is not None else None
     for path in paths:
         if not path.is_dir():
             scan.inputs.append(path)
             continue
         for item in walk(path):
+            if skip is not None and item.resolve().is_relative_to(skip):
+                continue
             reason = outside_link(item, path)
             if reason:
                 scan.inputs.append(item)
@@ -84,11 +89,12 @@ def scan_inputs(paths: Sequence[Path]) -> Scan:
 
 def redact_files(paths: Sequence[Path], out_dir: Path, policy: Policy,
                  processes: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> list[LocalResult]:
+                 progress: Callable[[int], None] | None = None,
+                 scan: Scan | None = None) -> list[LocalResult]:
     """Redact every input into ``out_dir``; results come back in input order. Videos go
     through the cluster's chunk and assemble code (``producer.redact_video``), one at a time,
-    each spread over the processes."""
-    scan = scan_inputs(paths)
+    each spread over the processes. ``scan``: the paths' walk, when the caller has it."""
+    scan = scan or scan_inputs(paths, exclude=out_dir)
     inputs = [p for p in scan.inputs if p not in scan.refused]
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = _output_paths(inputs, out_dir)

@@ -36,3 +36,16 @@ def test_redact_in_process_names_outputs_like_export(tmp_path: Path) -> None:
                            "-j", "1"], capture_output=True, text=True, timeout=120)
     assert f"{src / 'sub' / 'party.xmp'} skipped: not an image or video" in text.stdout
     assert "2 files, " in text.stdout and "1 failed, 1 skipped" in text.stdout
+
+
+def test_redacting_a_folder_into_itself_twice_leaves_the_outputs_alone(tmp_path: Path) -> None:
+    # given a folder of photos redacted into a folder inside it
+    (tmp_path / "photo.jpg").write_bytes(jpeg_bytes(face_image(3)))
+    out = tmp_path / "redacted"
+    for _ in range(2):  # when the same command runs again (text mode, as a user types it)
+        run = subprocess.run([VEIL, "redact", str(tmp_path), "-o", str(out), "-j", "1"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+    # then the second run redacted the photo again, never its own earlier output
+    assert "1 files" in run.stdout.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["photo.jpg"]
