@@ -28,6 +28,7 @@ TAMPER = {
     "delete keys": "DELETE FROM keyring.data_keys",
     "lift a hold": "UPDATE legal_holds SET released_at = now()",
     "delete holds": "DELETE FROM legal_holds",
+    "lift a hold through the view": "UPDATE active_legal_holds SET released_at = now()",
     "delete sources": "DELETE FROM sources",
 }
 # `veil hold` connects as veil_retention: lifting a hold is its job (and in ALLOWED_FOR).
@@ -67,6 +68,7 @@ ALLOWED_FOR = [
       for role in RUNTIME),
     ("producer", SOURCE.format(id=uuid.uuid4())),
     ("worker", "UPDATE jobs SET state = 'running' WHERE false"),
+    *((role, "SELECT count(*) FROM active_legal_holds") for role in RUNTIME),
 ]
 
 
