@@ -12,8 +12,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from infra import db
+from infra import db, ledger_audit
 from infra.settings import Settings
+from schemas.enums import AuditAction
 
 
 def operator_identity() -> str:
@@ -28,41 +29,29 @@ def query_audit(settings: Settings, *, source_id: uuid.UUID | None = None,
                 since: datetime | None = None, until: datetime | None = None,
                 actions: tuple[str, ...] = (), limit: int = 1000) -> list[dict[str, Any]]:
     """Events in time order, filtered; the newest ``limit`` when there are more."""
-    where: list[str] = []
-    params: list[object] = []
-    if source_id is not None:
-        where.append("source_id = %s")
-        params.append(source_id)
-    if since is not None:
-        where.append("at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("at <= %s")
-        params.append(until)
-    if actions:
-        where.append("action = ANY(%s)")
-        params.append(list(actions))
-    sql = ("SELECT id, at, actor, action, source_id, job_id, bucket, key, detail FROM ("
-           "SELECT * FROM audit_events" + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY at DESC, id DESC LIMIT %s) recent ORDER BY at, id")
     with db.connect(settings) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()  # type: ignore[call-overload]
+        rows = ledger_audit.audit_events(conn, source_id=source_id, since=since, until=until,
+                                         actions=actions, limit=limit)
     return [{**r, "at": r["at"].isoformat(),
              "source_id": str(r["source_id"]) if r["source_id"] else None,
              "job_id": str(r["job_id"]) if r["job_id"] else None} for r in rows]
+
+
+_WITH_REASON = (AuditAction.ERASE, AuditAction.HOLD_SET, AuditAction.HOLD_RELEASE)
 
 
 def summarize(event: dict[str, Any]) -> str:
     """One line for people: time, actor, action, source, object, the telling detail."""
     detail = event["detail"] or {}
     extra = ""
-    if event["action"] in ("erase", "hold_set", "hold_release") and detail.get("reason"):
+    action = event["action"]
+    if action in _WITH_REASON and detail.get("reason"):
         extra = f" reason={detail['reason']!r}"
-    elif event["action"] == "purge":
+    elif action == AuditAction.PURGE:
         extra = f" versions={len(detail.get('versions', []))}"
-    elif event["action"] in ("purge_deferred",):
+    elif action == AuditAction.PURGE_DEFERRED:
         extra = f" hold={detail.get('hold_id')}"
-    elif event["action"] in ("purge_failed", "job_failed"):
+    elif action in (AuditAction.PURGE_FAILED, AuditAction.JOB_FAILED):
         extra = f" error={detail.get('error') or detail.get('reason')!r}"
     where = f" {event['bucket']}/{event['key']}" if event["bucket"] else ""
     return (f"{event['at']}  {event['actor']:<28} {event['action']:<15} "

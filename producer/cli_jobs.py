@@ -127,9 +127,9 @@ def ingest(targets: tuple[str, ...], policy_name: str | None, raw_ttl: int | Non
 
 
 def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
-    from infra import db, ledger
+    from infra import db, ledger_artifacts
     with db.connect(settings) as conn:
-        return ledger.output_keys(conn, [s for s in source_ids if s])
+        return ledger_artifacts.output_keys(conn, [s for s in source_ids if s])
 
 
 @click.command()

@@ -148,16 +148,11 @@ def main() -> int:
 
 
 def _faces_found(source_ids: list[str]) -> dict[str, int]:
-    from infra import db
+    from infra import db, ledger_reports
 
     with db.connect() as conn:
-        rows = conn.execute(
-            # confident faces; the low-threshold boxes (recall first) are blurred but not counted
-            "SELECT a.source_id::text AS sid, count(d.id) FILTER (WHERE d.score >= 0.5) AS n"
-            " FROM artifacts a"
-            " LEFT JOIN detections d ON d.job_id = a.job_id AND d.class = 'face'"
-            " WHERE a.source_id::text = ANY(%s) GROUP BY a.source_id", (source_ids,)).fetchall()
-    return {r["sid"]: r["n"] for r in rows}
+        # confident faces; the low-threshold boxes (recall first) are blurred but not counted
+        return ledger_reports.confident_faces(conn, source_ids, min_score=0.5)
 
 
 if __name__ == "__main__":

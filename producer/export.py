@@ -16,10 +16,10 @@ from typing import Literal
 
 from minio.error import S3Error
 
-from infra import db, ledger
+from infra import db, ledger, ledger_artifacts
 from infra.objectstore import client_for, get_bytes
 from infra.settings import Settings
-from schemas.enums import AuditAction, Stage
+from schemas.enums import AuditAction
 
 ACTOR = "operator"
 
@@ -53,15 +53,7 @@ def export(source_ids: Sequence[uuid.UUID] | None, out_dir: Path, settings: Sett
     """Export the given sources (None: every source with an output) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with db.connect(settings) as conn:
-        query = ("SELECT s.id, s.original_name, s.erased_at, a.bucket, a.key, a.version_id,"
-                 " coalesce(d.state = 'done', false) AS purged FROM sources s"
-                 " LEFT JOIN artifacts a ON a.source_id = s.id AND a.stage = %s"
-                 " LEFT JOIN deletion_tasks d ON d.bucket = a.bucket AND d.key = a.key")
-        params: list[object] = [str(Stage.REDACT)]
-        if source_ids is not None:
-            query += " WHERE s.id = ANY(%s)"
-            params.append(list(source_ids))
-        rows = conn.execute(query + " ORDER BY s.created_at, s.id", params).fetchall()
+        rows = ledger_artifacts.deliverables(conn, source_ids)
     found = {r["id"] for r in rows}
     results = [Exported(sid, None, f"no source {sid}") for sid in source_ids or []
                if sid not in found]

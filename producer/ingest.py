@@ -28,9 +28,8 @@ from typing import BinaryIO, Literal
 from celery import Celery
 from minio import Minio
 from minio.error import S3Error
-from psycopg.types.json import Jsonb
 
-from infra import db, jobs, keyring, ledger, outbox
+from infra import db, jobs, keyring, ledger, ledger_inbox, ledger_sources, outbox
 from infra.db import Conn
 from infra.objectstore import (
     StreamBody,
@@ -330,9 +329,8 @@ def _read_spooled(prepared: _Prepared,
 
 def _unknown(conn: Conn, batch: Sequence[_Prepared]) -> list[_Prepared]:
     """The prepared inputs whose bytes no source holds yet (first of each within the batch)."""
-    digests = [p.result.sha256 for p in batch if p.result.sha256]
-    known = {r["sha256"] for r in conn.execute(
-        "SELECT sha256 FROM sources WHERE sha256 = ANY(%s)", (digests,))}
+    known = ledger_sources.known_digests(conn, [p.result.sha256 for p in batch
+                                                if p.result.sha256])
     fresh: dict[str, _Prepared] = {}
     for p in batch:
         digest = p.result.sha256
@@ -389,7 +387,8 @@ def _record(
             except IngestError as exc:
                 result.state, result.error = "rejected", str(exc)
                 return []
-        if not _insert_source(conn, prepared, options, facts, (bucket, key)):
+        if not ledger_sources.insert_source(conn, _new_source(prepared, options, facts,
+                                                              (bucket, key))):
             _report_duplicate(conn, result)
             _schedule_inbox_deletion(conn, item, source_id)
             return []
@@ -409,7 +408,7 @@ def _record(
         )
         _schedule_inbox_deletion(conn, item, source_id)
         if video is None:
-            rows = [_outbox_row(conn, job_id)]
+            rows = ledger.add_outbox_rows(conn, [(str(job_id), str(JobKind.IMAGE))])
         ledger.audit(conn, ACTOR, AuditAction.INGEST, source_id=source_id, job_id=job_id,
                      bucket=bucket, key=key,
                      detail={"sha256": digest, "size": prepared.size,
@@ -418,37 +417,27 @@ def _record(
     return rows
 
 
-def _insert_source(conn: Conn, prepared: _Prepared, options: IngestOptions, facts: MediaFacts,
-                   raw: tuple[str, str]) -> bool:
+def _new_source(prepared: _Prepared, options: IngestOptions, facts: MediaFacts,
+                raw: tuple[str, str]) -> ledger_sources.NewSource:
     """The source row, with what the policy says about its purpose and legal basis and where
-    an inbox upload came from; False when the bytes are already a source (a duplicate)."""
+    an inbox upload came from."""
     result, item, policy = prepared.result, prepared.item, options.policy
     inbox = item.inbox
-    inserted = conn.execute(
-        "INSERT INTO sources (id, sha256, kind, media_format, original_name, size_bytes,"
-        " raw_bucket, raw_key, raw_version_id, policy_name, policy_version, policy, camera,"
-        " captured_at, origin, purpose, legal_basis, consent_ref, duration_s, inbox_bucket,"
-        " inbox_key, inbox_version_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-        "%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING RETURNING id",
-        (result.source_id, result.sha256, prepared.kind, prepared.fmt or "unknown", item.name,
-         prepared.size, raw[0], raw[1], result.raw_version_id, policy.name, policy.version,
-         Jsonb(policy.model_dump(mode="json")), options.camera, _captured_at(facts, options),
-         item.origin, policy.purpose, policy.legal_basis_text, options.consent_ref,
-         facts.duration_s, inbox.bucket if inbox else None, inbox.key if inbox else None,
-         inbox.version_id if inbox else None),
-    ).fetchone()
-    return inserted is not None
+    assert result.source_id is not None and result.sha256 is not None  # set by _read
+    return ledger_sources.NewSource(
+        id=result.source_id, sha256=result.sha256, kind=prepared.kind,
+        media_format=prepared.fmt or "unknown", original_name=item.name,
+        size_bytes=prepared.size, raw_bucket=raw[0], raw_key=raw[1],
+        raw_version_id=result.raw_version_id, policy_name=policy.name,
+        policy_version=policy.version, policy=policy.model_dump(mode="json"),
+        camera=options.camera, captured_at=_captured_at(facts, options), origin=item.origin,
+        purpose=policy.purpose, legal_basis=policy.legal_basis_text,
+        consent_ref=options.consent_ref, duration_s=facts.duration_s,
+        inbox_bucket=inbox.bucket if inbox else None, inbox_key=inbox.key if inbox else None,
+        inbox_version_id=inbox.version_id if inbox else None)
 
 
-def _outbox_row(conn: Conn, job_id: uuid.UUID) -> tuple[int, str, str]:
-    """The image job's outbox row, sent after commit (the relay re-sends it if that fails)."""
-    task = messages.TASK_FOR_JOB_KIND[str(JobKind.IMAGE)]
-    outbox_id = conn.execute("INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
-                             (job_id, task)).fetchone()["id"]  # type: ignore[index]
-    return outbox_id, task, str(job_id)
-
-
-def ingest_inbox_object(item: InputItem, inbox: ledger.InboxRef, options: IngestOptions,
+def ingest_inbox_object(item: InputItem, inbox: ledger_inbox.InboxRef, options: IngestOptions,
                         settings: Settings, app: Celery) -> IngestResult:
     """Ingest one inbox object version: raw copy, then ONE transaction with its source (or the
     duplicate it is) and its ``inbox_objects`` row, then send. A version already recorded
@@ -460,8 +449,8 @@ def ingest_inbox_object(item: InputItem, inbox: ledger.InboxRef, options: Ingest
             if result.state == "rejected":  # kept in the inbox; recorded if it never fits
                 if inbox.size <= settings.limits.max_file_bytes:
                     return result  # unreadable now (S3 trouble?): the next sweep tries again
-                ledger.record_inbox_object(conn, inbox, source_id=None, outcome="rejected",
-                                           size_bytes=inbox.size, detail=result.error)
+                ledger_inbox.record_inbox_object(conn, inbox, source_id=None, outcome="rejected",
+                                                 size_bytes=inbox.size, detail=result.error)
                 return result
             try:
                 _check_consent(conn, options)
@@ -475,7 +464,7 @@ def ingest_inbox_object(item: InputItem, inbox: ledger.InboxRef, options: Ingest
                 rows = _record(conn, prepared, options, settings)
                 if result.state == "rejected":
                     return result
-                recorded = ledger.record_inbox_object(
+                recorded = ledger_inbox.record_inbox_object(
                     conn, inbox, source_id=result.source_id, size_bytes=prepared.size,
                     outcome="duplicate" if result.duplicate else "ingested")
                 if not recorded:
@@ -504,10 +493,6 @@ def inbox_cleanup_due(items: Sequence[InputItem]) -> bool:
     return any(i.inbox is not None for i in items)
 
 
-# The job that carries a source's outcome: a video's assemble job, else its first job.
-SOURCE_JOB_ORDER = "(kind = 'assemble') DESC, chunk_index"
-
-
 def _describe(prepared: _Prepared, options: IngestOptions,
               settings: Settings) -> tuple[MediaFacts, VideoPlan | None]:
     """Capture facts (the file's own capture time wins over --captured-at) and, for a video,
@@ -532,17 +517,15 @@ def _captured_at(facts: MediaFacts, options: IngestOptions) -> datetime | None:
 def _report_duplicate(conn: Conn, result: IngestResult) -> None:
     """The same bytes are already a source: report its state (or its erasure) instead."""
     result.duplicate = True
-    erased = conn.execute("SELECT erased_at FROM sources WHERE id = %s",
-                          (result.source_id,)).fetchone()
-    if erased and erased["erased_at"]:
+    assert result.source_id is not None  # set by _read for every input recorded
+    erased = ledger_sources.erased_at(conn, result.source_id)
+    if erased:
         result.state = "erased"
         result.error = (f"source {result.source_id} holding these bytes was erased at "
-                        f"{erased['erased_at']:%Y-%m-%d %H:%M:%S %Z}; not ingested again")
+                        f"{erased:%Y-%m-%d %H:%M:%S %Z}; not ingested again")
         return
-    row = conn.execute("SELECT state, error FROM jobs WHERE source_id = %s ORDER BY"
-                       f" {SOURCE_JOB_ORDER} LIMIT 1", (result.source_id,)).fetchone()
-    result.state = row["state"] if row else "unknown"
-    result.error = row["error"] if row else None
+    result.state, result.error = ledger_sources.source_outcomes(conn, [result.source_id]).get(
+        result.source_id, ("unknown", None))
 
 
 def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: float,
@@ -553,12 +536,7 @@ def wait_for(source_ids: Sequence[uuid.UUID], settings: Settings, timeout_s: flo
     done_before = 0
     while True:
         with db.connect(settings) as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT ON (source_id) source_id, state, error FROM jobs"
-                f" WHERE source_id = ANY(%s) ORDER BY source_id, {SOURCE_JOB_ORDER}",
-                (list(source_ids),),
-            ).fetchall()
-        states = {r["source_id"]: (r["state"], r["error"]) for r in rows}
+            states = ledger_sources.source_outcomes(conn, source_ids)
         finished = sum(1 for s, _ in states.values() if JobState(s).finished)
         if tick and finished > done_before:
             tick(finished - done_before)

@@ -1,6 +1,6 @@
 """Prometheus metrics from the ledger: `veil metrics` prints them, `--serve PORT` exports them.
 
-Built on ``prometheus_client``: a custom collector queries the ledger at each scrape (four
+Built on ``prometheus_client``: a custom collector queries the ledger at each scrape (three
 small queries). The gauge that matters is ``veil_deletions_overdue``: alert on it above zero
 for more than two purge intervals (a retention deadline missed must be loud, invariant 4).
 Only counts and ages: no ids, names or keys (invariant 5).
@@ -16,30 +16,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from infra import db
+from infra import db, ledger_reports
 from infra.settings import Settings
+from schemas.enums import DeletionState, JobState
 
-_DELETIONS_SQL = """
-SELECT count(*) FILTER (WHERE state IN ('pending', 'failed') AND due_at <= now()) AS overdue,
-       count(*) FILTER (WHERE state = 'pending') AS pending,
-       count(*) FILTER (WHERE state = 'deferred') AS deferred,
-       count(*) FILTER (WHERE state = 'failed') AS failed,
-       count(*) FILTER (WHERE state = 'done') AS done,
-       coalesce(extract(epoch FROM now() - min(due_at)
-                FILTER (WHERE state IN ('pending', 'failed') AND due_at <= now())), 0)
-           AS oldest_overdue_s
-FROM deletion_tasks
-"""
+_DELETION_STATES = (DeletionState.PENDING, DeletionState.DEFERRED, DeletionState.FAILED,
+                    DeletionState.DONE)  # the order of the exported lines
 
 
 def collect(settings: Settings) -> dict[str, Any]:
     with db.connect(settings) as conn:
-        deletions = conn.execute(_DELETIONS_SQL).fetchone() or {}
-        jobs = {r["state"]: r["n"] for r in conn.execute(
-            "SELECT state, count(*) AS n FROM jobs GROUP BY state")}
-        holds = conn.execute("SELECT count(*) AS n FROM legal_holds"
-                             " WHERE released_at IS NULL").fetchone()
-    return {"deletions": dict(deletions), "jobs": jobs, "holds": holds["n"] if holds else 0}
+        return {"deletions": ledger_reports.deletion_gauges(conn),
+                "jobs": ledger_reports.job_counts(conn),
+                "holds": ledger_reports.active_hold_count(conn)}
 
 
 class LedgerCollector(Collector):
@@ -56,12 +45,11 @@ class LedgerCollector(Collector):
         yield _gauge("veil_deletions_oldest_overdue_seconds", "Age of the oldest overdue "
                      "deletion.", float(d.get("oldest_overdue_s", 0)))
         yield _gauge("veil_deletions", "Deletion tasks by state.", labels={
-            s: d.get(s, 0) for s in ("pending", "deferred", "failed", "done")})
+            str(s): d.get(s, 0) for s in _DELETION_STATES})
         yield _gauge("veil_legal_holds_active", "Sources under an active legal hold.",
                      data["holds"])
         yield _gauge("veil_jobs", "Jobs by state.", labels={
-            s: data["jobs"].get(s, 0)
-            for s in ("queued", "running", "succeeded", "failed", "cancelled")})
+            str(s): data["jobs"].get(s, 0) for s in JobState})
 
 
 def _gauge(name: str, help_text: str, value: float = 0,

@@ -20,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from infra import db, ledger
+from infra import db, ledger, ledger_reports
 from infra.db import Conn
 from infra.policies import load_policies
 from infra.settings import Settings
+from schemas.enums import AuditAction, DeletionState
 
 
 def load_quality() -> dict[str, Any] | None:
@@ -39,25 +40,25 @@ def load_quality() -> dict[str, Any] | None:
 def build_report(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
     """Everything the report shows, as plain data (also what `--json` prints)."""
     grace = timedelta(seconds=settings.retention.purge_interval_s + 60)
-    window = {"from": start, "to": end}
+    period = ledger_reports.Period(start, end)
     with db.connect(settings) as conn:
         data = {
             "period": {"from": start.isoformat(), "to": end.isoformat()},
             "generated_at": datetime.now(UTC).isoformat(),
             "policies": _policies(settings),
-            "policies_in_ledger": _rows(conn, _POLICIES_USED, window),
-            "recordings": _rows(conn, _RECORDINGS, window),
+            "policies_in_ledger": ledger_reports.policies_used(conn, period),
+            "recordings": ledger_reports.recordings(conn, period),
             "quality": load_quality(),
-            "guard": _rows(conn, _GUARD, window),
-            "guard_failures": _one(conn, _GUARD_FAILED, window)["n"],
-            "deletions": _deletions(conn, window, grace),
-            "erasures": _responses(conn, "erase", window),
-            "withdrawals": _responses(conn, "consent_withdraw", window),
-            "access_requests": _access_requests(conn, window),
-            "consents": _one(conn, _CONSENTS, window),
-            "holds": _rows(conn, _HOLDS, window),
-            "raw_access": _rows(conn, _RAW_ACCESS, window),
-            "reveals": _rows(conn, _REVEALS, window),
+            "guard": ledger_reports.guard_outcomes(conn, period),
+            "guard_failures": ledger_reports.guard_failures(conn, period),
+            "deletions": _deletions(conn, period, grace),
+            "erasures": _responses(conn, AuditAction.ERASE, period),
+            "withdrawals": _responses(conn, AuditAction.CONSENT_WITHDRAW, period),
+            "access_requests": _with_times(ledger_reports.access_requests(conn, period)),
+            "consents": ledger_reports.consent_counts(conn, period),
+            "holds": ledger_reports.holds_in_force(conn, period),
+            "raw_access": ledger_reports.raw_access(conn, period),
+            "reveals": ledger_reports.reveals(conn, period),
         }
     return data
 
@@ -77,68 +78,11 @@ def _policies(settings: Settings) -> list[dict[str, Any]]:
             for p in load_policies(settings).values()]
 
 
-_POLICIES_USED = """
-SELECT policy_name, policy_version, coalesce(legal_basis, policy->'legal_basis'->>'art6',
-       'not declared') AS legal_basis, count(*) AS sources
-FROM sources WHERE created_at >= %(from)s AND created_at < %(to)s
-GROUP BY 1, 2, 3 ORDER BY 1, 2"""
-
-_RECORDINGS = """
-SELECT CASE WHEN erased_at IS NOT NULL THEN '(erased)' ELSE coalesce(camera, '(none)') END
-       AS camera, policy_name, kind, count(*) AS sources, coalesce(sum(duration_s), 0) AS seconds
-FROM sources WHERE created_at >= %(from)s AND created_at < %(to)s
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
-
-_GUARD = """
-SELECT a.stage, coalesce(a.params->'guard'->>'action', 'none') AS action, count(*) AS outputs,
-       coalesce(sum((a.params->'guard'->>'weak')::int), 0) AS weak,
-       coalesce(sum((a.params->'guard'->>'miss')::int), 0) AS miss
-FROM artifacts a WHERE a.stage IN ('redact', 'chunk')
-  AND a.created_at >= %(from)s AND a.created_at < %(to)s AND a.params ? 'guard'
-GROUP BY 1, 2 ORDER BY 1, 2"""
-
-_GUARD_FAILED = """
-SELECT count(*) AS n FROM jobs WHERE state = 'failed' AND error ILIKE '%%guard%%'
-  AND finished_at >= %(from)s AND finished_at < %(to)s"""
-
-_CONSENTS = """
-SELECT count(*) FILTER (WHERE given_at >= %(from)s AND given_at < %(to)s) AS given,
-       count(*) FILTER (WHERE withdrawn_at >= %(from)s AND withdrawn_at < %(to)s) AS withdrawn,
-       count(*) FILTER (WHERE withdrawn_at IS NULL AND given_at < %(to)s
-                        AND (expires_at IS NULL OR expires_at > %(to)s)) AS active_at_end,
-       count(*) FILTER (WHERE wording_version IS NULL) AS without_wording_version
-FROM consents"""
-
-_HOLDS = """
-SELECT h.id, h.source_id, h.set_at, h.set_by, h.reason, h.released_at, h.released_by,
-       h.forbids_reveal,
-       (SELECT count(*) FROM deletion_tasks d WHERE d.source_id = h.source_id
-         AND d.state = 'deferred') AS deletions_deferred
-FROM legal_holds h WHERE h.set_at < %(to)s AND (h.released_at IS NULL
-  OR h.released_at >= %(from)s) ORDER BY h.set_at"""
-
-_RAW_ACCESS = """
-SELECT split_part(actor, '@', 1) AS actor, action, count(*) AS events,
-       count(DISTINCT source_id) AS sources
-FROM audit_events WHERE action IN ('raw_read', 'raw_reveal')
-  AND at >= %(from)s AND at < %(to)s GROUP BY 1, 2 ORDER BY 1, 2"""
-
-_REVEALS = """
-SELECT at, actor, source_id, detail->'regions' AS regions FROM audit_events
-WHERE action = 'raw_reveal' AND at >= %(from)s AND at < %(to)s ORDER BY at"""
-
-_DELETIONS = """
-SELECT bucket, reason, state, due_at, done_at, least(coalesce(done_at, now()), now()) - due_at
-       AS delay
-FROM deletion_tasks WHERE (due_at >= %(from)s OR state <> 'done')
-  AND due_at < least(%(to)s, now()) AND due_at < %(keep)s"""
-
-
-def _deletions(conn: Conn, window: dict[str, Any], grace: timedelta) -> dict[str, Any]:
+def _deletions(conn: Conn, period: ledger_reports.Period, grace: timedelta) -> dict[str, Any]:
     """Deletions due in the period, and earlier ones still not done (an overdue deletion is
     never left out because its due time is older than the period): done on time, done late,
     overdue (not done yet), deferred by a legal hold; the worst delay; delays for the plot."""
-    rows = conn.execute(_DELETIONS, {**window, "keep": ledger.KEEP_UNTIL_ERASED}).fetchall()
+    rows = ledger_reports.deletions_due(conn, period, ledger.KEEP_UNTIL_ERASED)
     out: dict[str, Any] = {"due": len(rows), "on_time": 0, "late": 0, "overdue": 0,
                            "deferred": 0, "worst_delay_s": 0.0, "delays_min": [],
                            "by_bucket": {}}
@@ -146,9 +90,9 @@ def _deletions(conn: Conn, window: dict[str, Any], grace: timedelta) -> dict[str
         seconds = max(0.0, r["delay"].total_seconds())
         bucket = out["by_bucket"].setdefault(r["bucket"], {"on_time": 0, "late": 0,
                                                            "overdue": 0, "deferred": 0})
-        if r["state"] == "deferred":
+        if r["state"] == DeletionState.DEFERRED:
             kind = "deferred"
-        elif r["state"] == "done":
+        elif r["state"] == DeletionState.DONE:
             kind = "on_time" if seconds <= grace.total_seconds() else "late"
             out["delays_min"].append(round(seconds / 60, 2))
         else:
@@ -160,28 +104,10 @@ def _deletions(conn: Conn, window: dict[str, Any], grace: timedelta) -> dict[str
     return out
 
 
-def _responses(conn: Conn, action: str, window: dict[str, Any]) -> dict[str, Any]:
+def _responses(conn: Conn, action: AuditAction, period: ledger_reports.Period) -> dict[str, Any]:
     """Requests answered by ``action`` events, with their response times (event time minus
     the ``received_at`` the operator gave; none given: answered when received)."""
-    rows = conn.execute(
-        "SELECT at, actor, source_id, detail->>'received_at' AS received_at,"
-        " detail->>'reason' AS reason, detail->>'ref' AS ref FROM audit_events"
-        " WHERE action = %(action)s AND at >= %(from)s AND at < %(to)s ORDER BY at",
-        {**window, "action": action}).fetchall()
-    return _with_times([dict(r) for r in rows])
-
-
-def _access_requests(conn: Conn, window: dict[str, Any]) -> dict[str, Any]:
-    """Access requests answered: the events of one export share their transaction time."""
-    rows = conn.execute(
-        "SELECT at, actor, camera, received_at, count(*) AS sources, bool_or(revealed)"
-        " AS revealed FROM (SELECT at, actor, detail->>'camera' AS camera,"
-        " detail->>'received_at' AS received_at, jsonb_array_length(coalesce("
-        "detail->'revealed_regions', '[]'::jsonb)) > 0 AS revealed FROM audit_events"
-        " WHERE action = 'dsar_export' AND at >= %(from)s AND at < %(to)s) e"
-        " GROUP BY at, actor, camera, received_at ORDER BY at",
-        window).fetchall()
-    return _with_times([dict(r) for r in rows])
+    return _with_times(ledger_reports.responses(conn, action, period))
 
 
 def _with_times(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -191,12 +117,3 @@ def _with_times(rows: list[dict[str, Any]]) -> dict[str, Any]:
     times = [r["response_s"] for r in rows]
     return {"count": len(rows), "rows": rows, "worst_response_s": max(times, default=0.0),
             "mean_response_s": sum(times) / len(times) if times else 0.0}
-
-
-def _rows(conn: Conn, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(sql, params).fetchall()]  # type: ignore[call-overload]
-
-
-def _one(conn: Conn, sql: str, params: dict[str, Any]) -> dict[str, Any]:
-    row = conn.execute(sql, params).fetchone()  # type: ignore[call-overload]
-    return dict(row) if row else {}

@@ -18,14 +18,11 @@ import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 
-from psycopg.types.json import Jsonb
-
-from infra import jobs, ledger
+from infra import jobs, ledger, ledger_sources
 from infra.db import Conn
 from infra.settings import Settings
 from infra.video_probe import ProbeError, VideoInfo, VideoSource, probe_video
 from producer.chunk_plan import chunk_seconds_for, plan_chunks
-from schemas import messages
 from schemas.chunks import ChunkPlan
 from schemas.enums import AuditAction, JobKind
 from schemas.keys import job_id_for
@@ -59,18 +56,9 @@ def record_video_jobs(conn: Conn, source_id: uuid.UUID, plan: VideoPlan,
         ledger.audit(conn, actor, AuditAction.JOB_FAILED, source_id=source_id, job_id=job_id,
                      detail={"reason": plan.error})
         return []
-    conn.execute("UPDATE sources SET video = %s WHERE id = %s",
-                 (Jsonb(plan.info.to_json()), source_id))
-    task = messages.TASK_FOR_JOB_KIND[str(JobKind.CHUNK)]
-    rows: list[tuple[int, str, str]] = []
-    jobs.create_video_jobs(conn, source_id, [
-        {"id": job_id_for(source_id, JobKind.CHUNK, c.index), "index": c.index,
-         "first_frame": c.first_frame, "frame_count": c.frame_count, "plan": c.to_json()}
-        for c in plan.chunks], plan.info.frame_count)
-    for chunk in plan.chunks:
-        job_id = job_id_for(source_id, JobKind.CHUNK, chunk.index)
-        outbox_id = conn.execute(
-            "INSERT INTO outbox (job_id, task_name) VALUES (%s, %s) RETURNING id",
-            (job_id, task)).fetchone()["id"]  # type: ignore[index]
-        rows.append((outbox_id, task, str(job_id)))
-    return rows
+    ledger_sources.record_video_probe(conn, source_id, plan.info.to_json())
+    chunks = [{"id": job_id_for(source_id, JobKind.CHUNK, c.index), "index": c.index,
+               "first_frame": c.first_frame, "frame_count": c.frame_count, "plan": c.to_json()}
+              for c in plan.chunks]
+    jobs.create_video_jobs(conn, source_id, chunks, plan.info.frame_count)
+    return ledger.add_outbox_rows(conn, [(str(c["id"]), str(JobKind.CHUNK)) for c in chunks])

@@ -29,7 +29,7 @@ import redis
 import redis.exceptions
 from celery import Celery
 
-from infra import db, ledger
+from infra import db, ledger_inbox
 from infra.broker import JOB_QUEUES, queue_name
 from infra.objectstore import TransientStorageError, client_for
 from infra.settings import Settings
@@ -128,8 +128,9 @@ class Watcher:
     def _save_paused(self, bucket: str, paused: bool) -> None:
         prefix = self.settings.watch.prefix
         with db.connect(self.settings, autocommit=True) as conn:
-            ledger.save_inbox_cursor(conn, ledger.InboxPrefix(bucket, prefix),
-                                     ledger.inbox_cursor(conn, bucket, prefix), paused=paused)
+            ledger_inbox.save_inbox_cursor(conn, ledger_inbox.InboxPrefix(bucket, prefix),
+                                           ledger_inbox.inbox_cursor(conn, bucket, prefix),
+                                           paused=paused)
 
     # --- listing sweeps ----------------------------------------------------------------------
 
@@ -137,11 +138,11 @@ class Watcher:
         """One pass from the durable cursor to the end of the listing; returns objects seen.
         The cursor moves after each object, so a SIGKILL costs at most one object's re-check."""
         prefix = self.settings.watch.prefix
-        where = ledger.InboxPrefix(bucket, prefix)
+        where = ledger_inbox.InboxPrefix(bucket, prefix)
         with db.connect(self.settings, autocommit=True) as conn:
-            start = ledger.inbox_cursor(conn, bucket, prefix)
+            start = ledger_inbox.inbox_cursor(conn, bucket, prefix)
             pending = list(list_inbox(self.client, bucket, prefix, start))
-            ledger.save_inbox_cursor(conn, where, start, backlog=len(pending))
+            ledger_inbox.save_inbox_cursor(conn, where, start, backlog=len(pending))
             self.metrics.backlog.labels(bucket).set(len(pending))
             stuck = 0
             for left, obj in enumerate(pending, 1):
@@ -154,10 +155,10 @@ class Watcher:
                     log.warning("inbox %s: %s", bucket, exc)
                     stuck += 1
                 self.metrics.backlog.labels(bucket).set(len(pending) - left + stuck)
-                ledger.save_inbox_cursor(conn, where, obj.key,
-                                         backlog=len(pending) - left + stuck)
+                ledger_inbox.save_inbox_cursor(conn, where, obj.key,
+                                               backlog=len(pending) - left + stuck)
             # refused and rejected uploads stay in the inbox: the backlog a person must look at
-            ledger.save_inbox_cursor(conn, where, "", sweep_done=True, backlog=stuck)
+            ledger_inbox.save_inbox_cursor(conn, where, "", sweep_done=True, backlog=stuck)
         self.wake_retention()
         return len(pending)
 
@@ -166,7 +167,7 @@ class Watcher:
         cursor was mid-way (a run was killed), one more from the top."""
         for bucket in self.buckets:
             with db.connect(self.settings) as conn:
-                resumed = ledger.inbox_cursor(conn, bucket, self.settings.watch.prefix) != ""
+                resumed = ledger_inbox.inbox_cursor(conn, bucket, self.settings.watch.prefix) != ""
             self.sweep(bucket)
             if resumed:
                 self.sweep(bucket)

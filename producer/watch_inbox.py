@@ -22,7 +22,7 @@ from typing import BinaryIO, Literal
 from celery import Celery
 from minio import Minio
 
-from infra import db, ledger
+from infra import db, ledger, ledger_inbox
 from infra.objectstore import get_bytes, transient_errors
 from infra.settings import Settings
 from producer.cameras import CameraBook, CameraRefused
@@ -77,7 +77,7 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
                   client: Minio) -> Handled:
     """Ingest one version unless the ledger already has it; release the inbox copy after."""
     with db.connect(settings) as conn:
-        known = ledger.inbox_outcome(conn, obj.bucket, obj.key_sha256, obj.version_id)
+        known = ledger_inbox.inbox_outcome(conn, obj.bucket, obj.key_sha256, obj.version_id)
     if known is not None:
         if known["outcome"] == "rejected":
             return Handled(obj, "kept", reason=known["detail"])
@@ -90,7 +90,8 @@ def handle_object(obj: InboxObject, settings: Settings, app: Celery, book: Camer
     options = IngestOptions(policy=camera.policy, camera=camera.name,
                             captured_at=obj.uploaded_at, camera_tz=camera.timezone,
                             capture_from=camera.capture_time)
-    ref = ledger.InboxRef(obj.bucket, obj.key_sha256, obj.version_id, obj.size, obj.uploaded_at)
+    ref = ledger_inbox.InboxRef(obj.bucket, obj.key_sha256, obj.version_id, obj.size,
+                                obj.uploaded_at)
     result = ingest_inbox_object(_input(obj, settings, client), ref, options, settings, app)
     if result.state == "rejected":
         return Handled(obj, "rejected", result, result.error)
@@ -148,4 +149,4 @@ def inbox_copy_done(obj: InboxObject, source_id: uuid.UUID | None, settings: Set
     """
     with db.connect(settings) as conn, conn.transaction():
         ledger.schedule_inbox_deletion(conn, obj.bucket, obj.key, source_id)
-        ledger.mark_inbox_released(conn, obj.bucket, obj.key_sha256, obj.version_id)
+        ledger_inbox.mark_inbox_released(conn, obj.bucket, obj.key_sha256, obj.version_id)

@@ -4,6 +4,7 @@ rule of ARCHITECTURE.md holds (entry points -> producer and workers -> infra -> 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -43,3 +44,37 @@ def test_schemas_import_nothing_of_veil_and_infra_only_schemas() -> None:
         assert _imported_tops(path) <= {"schemas"}, path
     for path in _modules("infra"):
         assert _imported_tops(path) <= {"infra", "schemas"}, path
+
+
+# Modules that hold no SQL: their statements live in the ledger (infra/ledger*.py, infra/jobs.py).
+NO_SQL_MODULES = (
+    "producer/status.py", "producer/report.py", "producer/metrics.py", "producer/audit_log.py",
+    "producer/export.py", "producer/ingest.py", "producer/demo.py", "producer/video_plan.py",
+    "producer/cli.py", "producer/cli_common.py", "producer/cli_jobs.py", "producer/cli_report.py",
+    "producer/cli_review.py", "producer/cli_services.py", "producer/cli_watch.py",
+)
+_DB_CALLS = frozenset({"execute", "executemany", "cursor"})
+_SQL_WORDS = re.compile(r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b")
+
+
+def _sql_found(source: str) -> list[str]:
+    """Where ``source`` runs a statement itself or spells one: calls of ``.execute(``,
+    ``.executemany(`` or ``.cursor(``, and string literals with SQL keywords, by line."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _DB_CALLS):
+            found.append(f"{node.lineno}: .{node.func.attr}(")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and _SQL_WORDS.search(node.value)):
+            found.append(f"{node.lineno}: {node.value.strip()[:60]!r}")
+    return found
+
+
+def test_producer_reports_hold_no_sql() -> None:
+    # the detector finds both kinds of SQL (so an empty result below means something)
+    assert len(_sql_found('conn.execute("SELECT 1")\nq = f"DELETE FROM t WHERE {x}"\n')) == 3
+    assert _sql_found('"""Selects the jobs to delete from the inbox."""\n') == []
+    offenders = {path: hits for path in NO_SQL_MODULES
+                 if (hits := _sql_found((REPO / path).read_text(encoding="utf-8")))}
+    assert not offenders, f"SQL outside the ledger: {offenders}"
