@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -27,6 +27,12 @@ from infra.jobs import (  # re-exported: the jobs table is owned by infra/jobs.p
     record_job_progress,
 )
 from infra.ledger_audit import audit  # re-exported
+from infra.ledger_deletions import (  # re-exported
+    KEEP_UNTIL_ERASED,
+    schedule_deletion,
+    schedule_inbox_deletion,
+    schedule_output_deletion,
+)
 from schemas.enums import Stage
 
 
@@ -95,43 +101,6 @@ def output_keys(conn: Conn, source_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]
     rows = conn.execute("SELECT source_id, key FROM artifacts WHERE source_id = ANY(%s)"
                         " AND stage = %s", (source_ids, str(Stage.REDACT))).fetchall()
     return {r["source_id"]: r["key"] for r in rows}
-
-
-# The due time of objects a policy keeps until they are erased: every object still gets a
-# deletion task, so the ledger lists it and erasure finds it.
-KEEP_UNTIL_ERASED = datetime(9999, 12, 31, tzinfo=UTC)
-
-
-def schedule_deletion(
-    conn: Conn,
-    source_id: uuid.UUID | str | None,
-    bucket: str,
-    key: str,
-    due_at: datetime,
-    reason: str,
-) -> None:
-    """Write (or move) the deletion task of an object; called in the object's own transaction.
-
-    A task written before its object (an ingest's upload intent, ``source_id`` None) is taken
-    over by the object's record: its source, due time and reason replace the intent's."""
-    conn.execute(
-        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (bucket, key) DO UPDATE"
-        " SET due_at = EXCLUDED.due_at, reason = EXCLUDED.reason,"
-        " source_id = coalesce(EXCLUDED.source_id, deletion_tasks.source_id)"
-        " WHERE deletion_tasks.state <> 'done'",
-        (source_id, bucket, key, due_at, reason),
-    )
-
-
-def schedule_output_deletion(conn: Conn, source_id: uuid.UUID | str, bucket: str, key: str,
-                             keep_s: int | None, policy_label: str) -> None:
-    """The deletion task of a published output: due after the policy's ``keep_s`` seconds, or
-    ``KEEP_UNTIL_ERASED`` when the policy keeps outputs (``keep_s`` None)."""
-    due = KEEP_UNTIL_ERASED if keep_s is None else datetime.now(UTC) + timedelta(seconds=keep_s)
-    schedule_deletion(conn, source_id, bucket, key, due,
-                      reason=f"policy {policy_label}: redacted "
-                             + ("kept until erased" if keep_s is None else "retention"))
 
 
 # --- video ------------------------------------------------------------------------------------
@@ -246,19 +215,6 @@ def inbox_outcome(conn: Conn, bucket: str, key_sha256: str,
         (bucket, key_sha256, version_id or "")).fetchone()
 
 
-def schedule_inbox_deletion(conn: Conn, bucket: str, key: str,
-                            source_id: uuid.UUID | None) -> None:
-    """An inbox upload is plaintext: once its raw copy is committed, its key is due for deletion
-    at once. The retention worker deletes every version with a receipt and an audit event; a
-    crash before that leaves the task due, so the next purge does it. A key uploaded again after
-    an earlier deletion gets its task back (pending, due now)."""
-    conn.execute(
-        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
-        " VALUES (%s, %s, %s, now(), 'inbox upload ingested') ON CONFLICT (bucket, key)"
-        " DO UPDATE SET due_at = now(), reason = EXCLUDED.reason, state = 'pending',"
-        " next_attempt_at = NULL", (source_id, bucket, key))
-
-
 def mark_inbox_released(conn: Conn, bucket: str, key_sha256: str, version_id: str | None) -> None:
     conn.execute("UPDATE inbox_objects SET released_at = now() WHERE bucket = %s AND"
                  " key_sha256 = %s AND version_id = %s AND released_at IS NULL",
@@ -308,4 +264,6 @@ def watch_backlog(conn: Conn) -> dict[str, Any]:
 
 __all__ = ["InboxPrefix", "InboxRef", "JobContext", "audit", "claim_job", "count_cause_sql",
            "enqueue_assembly_if_last", "fail_job", "finish_job", "job_cancelled", "load_job",
-           "record_job_progress"]
+           "record_job_progress",
+           "KEEP_UNTIL_ERASED", "schedule_deletion", "schedule_inbox_deletion",
+           "schedule_output_deletion"]
