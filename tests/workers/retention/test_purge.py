@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,44 +17,20 @@ from minio import Minio
 
 from infra import db, keyring, ledger
 from infra.broker import celery_config, queue_name
-from infra.objectstore import client_for, list_all_versions, put_bytes
+from infra.objectstore import list_all_versions
 from infra.settings import Settings
 from producer.metrics import collect, render
 from producer.status import overview
 from schemas import messages
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import execute, ingest_file, rows, scratch_bucket
+from tests.workers.retention.conftest import store_due
 from workers.retention.purge import PurgeReport, purge_due
-
-
-@pytest.fixture()
-def admin(clean_ledger: Settings) -> Minio:
-    return client_for("admin", clean_ledger)
 
 
 @pytest.fixture()
 def plain_bucket(admin: Minio, clean_ledger: Settings) -> Iterator[str]:
     yield from scratch_bucket(admin, clean_ledger, "plain", versioned=False)
-
-
-@pytest.fixture()
-def prefix(admin: Minio, clean_ledger: Settings) -> Iterator[str]:
-    prefix = f"test-purge-{uuid.uuid4().hex}/"
-    yield prefix
-    from infra.objectstore import delete_all_versions
-    for bucket in clean_ledger.s3.buckets():
-        for key in {k for k, _ in list_all_versions(admin, bucket, prefix)}:
-            delete_all_versions(admin, bucket, key)
-
-
-def _object(settings: Settings, client: Minio, bucket: str, key: str, due_in_s: float,
-            versions: int = 1) -> None:
-    """Store ``versions`` versions of an object and its deletion task, due in ``due_in_s``."""
-    for i in range(versions):
-        put_bytes(client, bucket, key, f"{key} v{i}".encode())
-    with db.transaction(settings) as conn:
-        ledger.schedule_deletion(conn, None, bucket, key,
-                                 datetime.now(UTC) + timedelta(seconds=due_in_s), "test")
 
 
 def test_purge_deletes_exactly_the_due_objects_every_version(
@@ -67,10 +42,10 @@ def test_purge_deletes_exactly_the_due_objects_every_version(
           [(plain_bucket, f"{prefix}plain-due-{i}") for i in range(2)]
     kept = [(work, f"{prefix}later-{i}") for i in range(2)] + [(plain_bucket, f"{prefix}later")]
     for bucket, key in due:
-        _object(clean_ledger, admin, bucket, key, -5, versions=3 if bucket == work else 1)
+        store_due(clean_ledger, admin, bucket, key, -5, versions=3 if bucket == work else 1)
     admin.remove_object(work, due[0][1])  # a plain delete: only a marker, the bytes stay
     for bucket, key in kept:
-        _object(clean_ledger, admin, bucket, key, 3600, versions=2 if bucket == work else 1)
+        store_due(clean_ledger, admin, bucket, key, 3600, versions=2 if bucket == work else 1)
 
     # when the purge runs (as admin: the unversioned scratch bucket is outside the grants table)
     report = purge_due(clean_ledger, actor="purge@test", s3=admin)
@@ -101,15 +76,18 @@ def test_purge_deletes_exactly_the_due_objects_every_version(
     assert purge_due(clean_ledger).deleted == 0
 
 
+@pytest.mark.parametrize(("objects", "batch", "threads"), [(60, 5, 2), (240, 80, 8)])
 def test_two_purgers_at_once_delete_each_object_once(
-        clean_ledger: Settings, admin: Minio, prefix: str) -> None:
-    # given 60 due objects and two purgers taking small batches at the same moment
-    keys = [f"{prefix}obj-{i:03d}" for i in range(60)]
+        clean_ledger: Settings, admin: Minio, prefix: str, objects: int, batch: int,
+        threads: int) -> None:
+    # given due objects and two purgers taking batches at the same moment (small ones, and
+    # ones that take more than one DeleteObjects request)
+    keys = [f"{prefix}obj-{i:03d}" for i in range(objects)]
     for key in keys:
-        _object(clean_ledger, admin, clean_ledger.s3.bucket_work, key, -1)
+        store_due(clean_ledger, admin, clean_ledger.s3.bucket_work, key, -1)
     small = clean_ledger.model_copy(update={
-        "retention": clean_ledger.retention.model_copy(update={"purge_batch": 5,
-                                                                "purge_threads": 2})})
+        "retention": clean_ledger.retention.model_copy(update={"purge_batch": batch,
+                                                                "purge_threads": threads})})
     start = threading.Barrier(2)
     reports: dict[str, PurgeReport] = {}
 
@@ -123,8 +101,8 @@ def test_two_purgers_at_once_delete_each_object_once(
     for t in threads:
         t.join(timeout=120)
 
-    # then together they deleted all 60, each exactly once: one receipt and one audit event each
-    assert sum(r.deleted for r in reports.values()) == 60
+    # then together they deleted all, each exactly once: one receipt and one audit event each
+    assert sum(r.deleted for r in reports.values()) == objects
     assert sum(r.failed for r in reports.values()) == 0
     done = rows(clean_ledger, "SELECT key, state, claimed_by, attempts FROM deletion_tasks")
     assert all(r["state"] == "done" and r["attempts"] == 1 for r in done)
@@ -134,13 +112,6 @@ def test_two_purgers_at_once_delete_each_object_once(
     assert events == Counter({k: 1 for k in keys})
     assert {r["claimed_by"] for r in done} <= {"purge@p1", "purge@p2"}
     assert all(list_all_versions(admin, clean_ledger.s3.bucket_work, k) == [] for k in keys)
-
-
-@pytest.fixture()
-def missing_bucket(clean_ledger: Settings) -> Iterator[str]:
-    name = f"{clean_ledger.broker.queue_prefix}-no-such-bucket"
-    yield name
-    execute(clean_ledger, "DELETE FROM deletion_tasks WHERE bucket = %s", name)
 
 
 def test_a_failed_deletion_is_retried_with_backoff_and_stays_loud(
@@ -210,7 +181,7 @@ def test_the_purge_runs_on_the_retention_worker_when_sent(
     assert config["task_routes"][messages.PURGE]["queue"] == queue_name(clean_ledger,
                                                                         "retention")
     key = f"{prefix}by-worker"
-    _object(clean_ledger, admin, clean_ledger.s3.bucket_work, key, -1, versions=2)
+    store_due(clean_ledger, admin, clean_ledger.s3.bucket_work, key, -1, versions=2)
     # when `veil purge` hands it to the retention worker
     from tests.rights import veil
     run = veil("purge")
