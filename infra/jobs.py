@@ -1,6 +1,6 @@
 """The jobs table's one writer: creation, claim, leases, attempts by cause, finish or failure,
-the sweep, stalled jobs, cancellation on erasure and an operator's retry (part of the ledger;
-``infra.ledger`` re-exports the functions the workers call).
+dead letters, the sweep, stalled jobs, cancellation on erasure and an operator's retry (part of
+the ledger; ``infra.ledger`` re-exports the functions the workers call).
 
 PostgreSQL is the truth (invariant 2). A running job holds a short lease that the worker renews
 by heartbeat; a job whose lease ran out lost its worker and is re-queued, or failed once it used
@@ -72,6 +72,14 @@ def attempts_of(conn: Conn, job_id: uuid.UUID | str) -> tuple[int, dict[str, int
     row = conn.execute("SELECT attempts, attempt_causes FROM jobs WHERE id = %s",
                        (job_id,)).fetchone()
     return (row["attempts"], dict(row["attempt_causes"])) if row else (0, {})
+
+
+def _count_cause(conn: Conn, job_id: uuid.UUID | str, causes: dict[str, int],
+                 cause: str) -> dict[str, int]:
+    """``causes`` (the job's, as read) with ``cause`` counted once more, stored on the job."""
+    counted = {**causes, cause: int(causes.get(cause, 0)) + 1}
+    conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s", (Jsonb(counted), job_id))
+    return counted
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,33 @@ def fail_job(conn: Conn, job_id: uuid.UUID | str, reason: str, actor: str) -> No
               detail={"reason": reason})
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """One job given up on: which task, why, after how many attempts, and (when retries ran
+    out) the last attempt's cause, which is added to the counts the give-up reason names."""
+
+    job_id: str
+    task_name: str
+    reason: str
+    attempts: int
+    cause: str | None = None
+
+
+def dead_letter(conn: Conn, letter: DeadLetter, actor: str) -> None:
+    """Fail the job and keep a dead letter, in the caller's transaction; with ``cause`` (the
+    last attempt's), the reason becomes the give-up reason naming every attempt's cause with
+    its count, and the attempts are the job's own count."""
+    reason, attempts = letter.reason, letter.attempts
+    if letter.cause is not None:
+        attempts, causes = attempts_of(conn, letter.job_id)
+        causes = _count_cause(conn, letter.job_id, causes, letter.cause)
+        reason = give_up_reason(attempts, causes, reason)
+    fail_job(conn, letter.job_id, reason, actor)
+    conn.execute(
+        "INSERT INTO dead_letters (job_id, task_name, error, attempts) VALUES (%s,%s,%s,%s)",
+        (letter.job_id, letter.task_name, reason, attempts))
+
+
 def job_cancelled(conn: Conn, job_id: uuid.UUID | str) -> bool:
     """Lock the job row and tell whether it was cancelled (its source erased meanwhile).
 
@@ -218,10 +253,7 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
     requeue: list[tuple[str, str]] = []
     gave_up: list[str] = []
     for job in expired:
-        causes = dict(job["attempt_causes"])
-        causes["worker_lost"] = int(causes.get("worker_lost", 0)) + 1
-        conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s",
-                     (Jsonb(causes), job["id"]))
+        causes = _count_cause(conn, job["id"], dict(job["attempt_causes"]), "worker_lost")
         if job["attempts"] >= max_attempts:
             fail_job(conn, job["id"], give_up_reason(job["attempts"], causes), actor)
             gave_up.append(str(job["id"]))
@@ -237,10 +269,13 @@ def sweep_expired(conn: Conn, max_attempts: int, requeue_after_s: int,
         "  AND enqueued_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED)"
         " RETURNING id, kind", (requeue_after_s,)).fetchall()
     requeue.extend((str(r["id"]), r["kind"]) for r in waited)
-    return SweepResult(_outbox_rows(conn, requeue), gave_up)
+    return SweepResult(add_outbox_rows(conn, requeue), gave_up)
 
 
-def _outbox_rows(conn: Conn, jobs: list[tuple[str, str]]) -> list[tuple[int, str, str]]:
+def add_outbox_rows(conn: Conn, jobs: list[tuple[str, str]]) -> list[tuple[int, str, str]]:
+    """The outbox rows of jobs, (job id, job kind) each, sent after commit: the one writer of
+    job tasks' outbox rows (new jobs, the sweep's re-queues, an operator's retry); returns
+    (outbox id, task name, job id) for each."""
     rows = []
     for job_id, kind in jobs:
         task = messages.TASK_FOR_JOB_KIND[kind]
@@ -357,7 +392,7 @@ def _retry_source(conn: Conn, source_id: uuid.UUID, actor: str
                                      f"job {job['id']} re-queued (was: {job['error']})"))
         if not waits:
             to_send.append((str(job["id"]), job["kind"]))
-    rows = _outbox_rows(conn, to_send)
+    rows = add_outbox_rows(conn, to_send)
     assembly = enqueue_assembly_if_last(conn, source_id,
                                                messages.TASK_FOR_JOB_KIND["assemble"])
     if assembly:

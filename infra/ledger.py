@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from infra.jobs import (  # re-exported: the jobs table is owned by infra/jobs.py
     JobContext,
-    _outbox_rows,
+    add_outbox_rows,
     claim_job,
     count_cause_sql,
     enqueue_assembly_if_last,
@@ -53,10 +53,6 @@ from infra.ledger_inbox import (  # re-exported
     watch_backlog,
 )
 from infra.ledger_sources import VideoJob, load_video_job  # re-exported
-
-# The outbox rows of new jobs, (job id, job kind) each, sent after commit: written by the one
-# writer of job tasks' outbox rows, which the sweep and the retry use too.
-add_outbox_rows = _outbox_rows
 
 __all__ = ["KEEP_UNTIL_ERASED", "ArtifactRecord", "ChunkArtifact", "DetectionRange", "DetectionRow",
            "InboxPrefix", "InboxRef", "JobContext", "VideoJob", "add_outbox_rows", "audit",

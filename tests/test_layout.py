@@ -52,6 +52,7 @@ NO_SQL_MODULES = (
     "producer/export.py", "producer/ingest.py", "producer/demo.py", "producer/video_plan.py",
     "producer/cli.py", "producer/cli_common.py", "producer/cli_jobs.py", "producer/cli_report.py",
     "producer/cli_review.py", "producer/cli_services.py", "producer/cli_watch.py",
+    "workers/reliability.py",
 )
 _DB_CALLS = frozenset({"execute", "executemany", "cursor"})
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b")

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import redis.exceptions
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from psycopg.types.json import Jsonb
 
 from infra import db, jobs, ledger
+from infra.jobs import DeadLetter
 from infra.keyring import KeyDestroyedError, RawIntegrityError
 from infra.objectstore import is_transient
 from infra.settings import Settings
@@ -62,35 +61,12 @@ def describe(exc: BaseException) -> str:
     return text if is_permanent(exc) else f"{exc.__class__.__name__}: {text}"
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    """One job given up on: which task, why, after how many attempts, and (when retries ran
-    out) the last attempt's cause, which is added to the counts the give-up reason names."""
-
-    job_id: str
-    task_name: str
-    reason: str
-    attempts: int
-    cause: str | None = None
-
-
 def dead_letter(settings: Settings, letter: DeadLetter, actor: str) -> None:
-    """Fail the job and keep a dead letter; with ``cause`` (the last attempt's), the reason
-    becomes the give-up reason naming every attempt's cause with its count."""
-    job_id, task_name, reason, attempts, cause = (letter.job_id, letter.task_name, letter.reason,
-                                                  letter.attempts, letter.cause)
+    """Fail the job and keep a dead letter (``infra.jobs.dead_letter``); with ``cause`` (the
+    last attempt's), the reason becomes the give-up reason naming every attempt's cause with
+    its count."""
     with db.transaction(settings) as conn:
-        if cause is not None:
-            attempts, causes = jobs.attempts_of(conn, job_id)
-            causes[cause] = int(causes.get(cause, 0)) + 1
-            conn.execute("UPDATE jobs SET attempt_causes = %s WHERE id = %s",
-                         (Jsonb(causes), job_id))
-            reason = jobs.give_up_reason(attempts, causes, reason)
-        ledger.fail_job(conn, job_id, reason, actor)
-        conn.execute(
-            "INSERT INTO dead_letters (job_id, task_name, error, attempts) VALUES (%s,%s,%s,%s)",
-            (job_id, task_name, reason, attempts),
-        )
+        jobs.dead_letter(conn, letter, actor)
 
 
 def _count_retry(settings: Settings, job_id: str, cause: str) -> None:
