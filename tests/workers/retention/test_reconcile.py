@@ -1,15 +1,9 @@
-"""No object without a ledger row (invariant 9), against the real services: an ingest SIGKILLed
-after its upload leaves an intent that `veil status` and `veil purge --dry-run` show and the purge
-deletes; the reconciler gives an object nobody recorded a deletion task due now, audited, and
-leaves recorded objects and those of running jobs alone."""
+"""The reconciler (workers/retention/reconcile.py), against the real services: it gives an
+object nobody recorded a deletion task due now, audited, and leaves recorded objects and those
+of running jobs alone (invariant 9)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,64 +13,13 @@ from minio import Minio
 
 from infra import db, ledger
 from infra.objectstore import client_for, list_all_versions, put_bytes
-from infra.reconcile import INTENT_REASON, ORPHAN_REASON
+from infra.reconcile import ORPHAN_REASON
 from infra.settings import Settings
-from schemas.keys import raw_key, redacted_key, sha256_hex
-from tests.conftest import face_image, jpeg_bytes
-from tests.rights import VEIL, ingest_file, rows, scratch_bucket, veil
+from schemas.keys import raw_key, redacted_key
+from tests.rights import ingest_file, rows, scratch_bucket
+from tests.unrecorded import face_photo, unrecorded_in_status
 from workers.retention.purge import purge_due
 from workers.retention.reconcile import reconcile
-
-
-def test_an_ingest_killed_after_upload_leaves_no_object_without_a_deadline(
-        clean_ledger: Settings, tmp_path: Path, unique_seed: int) -> None:
-    # given an ingest that is SIGKILLed after it uploaded the original, before it recorded it
-    data = jpeg_bytes(face_image(unique_seed, size=96))
-    path = tmp_path / "killed.jpg"
-    path.write_bytes(data)
-    key = raw_key(sha256_hex(data), "jpg")
-    admin = client_for("admin", clean_ledger)
-    proc = subprocess.Popen([VEIL, "ingest", str(path)], env={
-        **os.environ, "VEIL_TEST_INGEST_PAUSE_S": "60", "VEIL_LIMITS__ORPHAN_GRACE_S": "2"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not list_all_versions(admin, clean_ledger.s3.bucket_raw, key):
-            assert time.monotonic() < deadline and proc.poll() is None, "no upload"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    # then no source names the object, but its deletion task was there before the bytes
-    assert not rows(clean_ledger, "SELECT 1 FROM sources")
-    tasks = rows(clean_ledger, "SELECT source_id, reason, state, created_at FROM deletion_tasks"
-                 " WHERE bucket = %s AND key = %s", clean_ledger.s3.bucket_raw, key)
-    assert [(t["source_id"], t["reason"], t["state"]) for t in tasks] == [
-        (None, INTENT_REASON, "pending")]
-    # and `veil status` counts it, in text and JSON
-    status = json.loads(veil("status", "--json").stdout)
-    assert status["unrecorded_objects"]["unrecorded_uploads"] == 1
-    assert "1 uploads of ingests that did not record them" in veil("status").stdout
-    time.sleep(2.1)  # the intent falls due (grace 2 s for this ingest)
-    # when the operator looks at what the purge would take, and the purge runs
-    dry = veil("purge", "--dry-run", "--json")
-    assert [(r["key"], r["unrecorded"]) for r in json.loads(dry.stdout)] == [(key, True)]
-    assert INTENT_REASON in veil("purge", "--dry-run").stdout
-    report = purge_due(clean_ledger, max_runtime_s=60)
-    # then every version of the orphan is gone, with a receipt
-    assert report.deleted == 1
-    assert not list_all_versions(admin, clean_ledger.s3.bucket_raw, key)
-
-
-def test_ingest_takes_over_its_intent(clean_ledger: Settings, tmp_path: Path,
-                                      unique_seed: int) -> None:
-    path = tmp_path / "kept.jpg"
-    path.write_bytes(jpeg_bytes(face_image(unique_seed, size=96)))
-    result = ingest_file(clean_ledger, path, raw_ttl_s=86400)
-    tasks = rows(clean_ledger, "SELECT source_id, reason, due_at > now() + interval '23 hours'"
-                 " AS later FROM deletion_tasks")
-    assert [(t["source_id"], t["later"]) for t in tasks] == [(result.source_id, True)]
-    assert "raw retention" in tasks[0]["reason"]
 
 
 @pytest.fixture()
@@ -109,8 +52,7 @@ def test_the_reconciler_schedules_objects_nobody_recorded(
     lost_raw = raw_key("ab" * 32, "jpg")
     lost_chunk = f"sources/{uuid.uuid4()}/chunks/000000.mp4"
     recorded = f"sources/{uuid.uuid4()}/redacted.jpg"
-    path = tmp_path / "busy.jpg"
-    path.write_bytes(jpeg_bytes(face_image(unique_seed, size=96)))
+    path = face_photo(tmp_path, "busy.jpg", unique_seed)
     busy = ingest_file(clean_ledger, path)  # its original goes to the shared raw bucket
     busy_output = redacted_key(busy.source_id, "jpg")  # type: ignore[arg-type]
     for bucket, key in ((s3.bucket_raw, lost_raw), (s3.bucket_work, lost_chunk),
@@ -131,8 +73,7 @@ def test_the_reconciler_schedules_objects_nobody_recorded(
     audited = rows(scratch, "SELECT actor, key FROM audit_events WHERE action = 'orphan_found'")
     assert sorted(a["key"] for a in audited) == sorted([lost_raw, lost_chunk])
     assert {a["actor"] for a in audited} == {"reconciler@test"}
-    status = json.loads(veil("status", "--json").stdout)
-    assert status["unrecorded_objects"]["orphans"] == 2
+    assert unrecorded_in_status()["orphans"] == 2
     # a second pass finds nothing new; the purge deletes the orphans and nothing else
     assert reconcile(scratch, grace_s=0).orphans == []
     purge_due(scratch, max_runtime_s=60)
