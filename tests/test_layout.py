@@ -46,6 +46,59 @@ def test_schemas_import_nothing_of_veil_and_infra_only_schemas() -> None:
         assert _imported_tops(path) <= {"infra", "schemas"}, path
 
 
+def _imported_modules(path: Path) -> set[str]:
+    """Every Veil module ``path`` imports, at any depth (function-level imports too); ``from
+    workers import runtime`` counts as ``workers.runtime``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+# The in-process paths of the CLI (`veil redact`, `veil dsar`, `veil purge --now`, `veil erase`)
+# call the workers' plain functions; no other producer module imports workers.
+PRODUCER_MODULES_USING_WORKERS = (
+    "producer/redact_local.py", "producer/redact_video.py", "producer/dsar_media.py",
+    "producer/cli_jobs.py",
+    "producer/erase.py",  # to call workers.retention.erase once the erasure moves there
+    "producer/cli_rights.py",  # `veil purge --now` and `--dry-run` run workers.retention.purge
+)
+# Celery's side of the workers: the app and its tasks, which the producer only sends by name.
+CELERY_MODULES = ("workers.app", "workers.job_task", "workers.tasks", "workers.tasks_video",
+                  "workers.tasks_retention")
+# Workers modules that may still import the producer: only the erase task, which calls the
+# erasure's steps in producer/erase.py until they move to the retention worker (that import is
+# being removed; the tuple is emptied then, and no workers module imports the producer).
+ALLOWED_WORKER_TO_PRODUCER = ("workers/tasks_retention.py",)
+
+
+def test_producer_imports_workers_only_for_in_process_paths_and_never_celery() -> None:
+    # the detector sees function-level imports (cli_jobs imports workers inside a function)
+    assert "workers.imageio" in _imported_modules(REPO / "producer/cli_jobs.py")
+    offenders, celery = [], []
+    for path in _modules("producer"):
+        used = {m for m in _imported_modules(path) if m.split(".")[0] == "workers"}
+        name = str(path.relative_to(REPO))
+        if used and name not in PRODUCER_MODULES_USING_WORKERS:
+            offenders.append(f"{name}: {sorted(used)}")
+        celery.extend(f"{name}: {m}" for m in sorted(used) if m in CELERY_MODULES)
+    assert not offenders, "producer modules importing workers:\n" + "\n".join(offenders)
+    assert not celery, "producer modules importing Celery tasks:\n" + "\n".join(celery)
+
+
+def test_workers_never_import_the_producer() -> None:
+    offenders = []
+    for path in _modules("workers"):
+        name = str(path.relative_to(REPO))
+        if "producer" in _imported_tops(path) and name not in ALLOWED_WORKER_TO_PRODUCER:
+            offenders.append(name)
+    assert not offenders, f"workers modules importing the producer: {offenders}"
+
+
 # Modules that hold no SQL: their statements live in the ledger (infra/ledger*.py, infra/jobs.py).
 NO_SQL_MODULES = (
     "producer/status.py", "producer/report.py", "producer/metrics.py", "producer/audit_log.py",
