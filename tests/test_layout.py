@@ -105,6 +105,7 @@ NO_SQL_MODULES = (
     "producer/export.py", "producer/ingest.py", "producer/demo.py", "producer/video_plan.py",
     "producer/cli.py", "producer/cli_common.py", "producer/cli_jobs.py", "producer/cli_report.py",
     "producer/cli_review.py", "producer/cli_services.py", "producer/cli_watch.py",
+    "workers/job_runner.py", "workers/image_job.py", "workers/video_job.py",
     "workers/reliability.py",
 )
 _DB_CALLS = frozenset({"execute", "executemany", "cursor"})
