@@ -3,8 +3,8 @@
 A policy whose legal basis is consent (``legal_basis.art6 = "consent"``, or Art. 9 explicit
 consent) processes a recording only under a live consent record named at ingest (``--consent``);
 the source keeps the link. Withdrawing a consent (Art. 7(3): as easy as giving it) erases every
-linked source at once through :func:`producer.erase.erase_source`, with the same receipts,
-tombstones and audit events as `veil erase`, and refuses every later ingest naming it.
+linked source at once through :func:`producer.erase.erase`, with the same receipts, tombstones
+and audit events as `veil erase`, and refuses every later ingest naming it.
 
 Consent rows hold as little personal data as they can: ``ref`` and ``subject`` are references
 into the controller's own records (a form number, a participant code), never a name or an
@@ -19,13 +19,14 @@ refused.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from infra import db, ledger
+from infra import db, ledger, ledger_consent
 from infra.db import Conn
+from infra.ledger_consent import ConsentTerms
 from infra.settings import Settings
 from producer.erase import erase
 from schemas.enums import AuditAction
@@ -36,46 +37,26 @@ class ConsentError(ValueError):
     """A consent that is unknown, withdrawn, expired or not wanted here; names the ref."""
 
 
-_COLUMNS = ("ref, subject, scope, wording_version, given_at, recorded_by, expires_at,"
-            " withdrawn_at, withdrawn_by, withdrawal_reason")
-
-
-@dataclass(frozen=True)
-class ConsentTerms:
-    """What a consent covers and for how long, as the person gave it; all optional (``given_at``
-    defaults to now)."""
-
-    subject: str | None = None
-    scope: str | None = None
-    expires_at: datetime | None = None
-    wording_version: str | None = None
-    given_at: datetime | None = None
-
-
 def add_consent(settings: Settings, ref: str, actor: str,
                 terms: ConsentTerms | None = None) -> dict[str, Any]:
     """Record a consent given; a ref already on record is refused (refs are never reused, so a
     withdrawn consent cannot come back under the same reference)."""
     terms = terms or ConsentTerms()
-    subject, scope, expires_at = terms.subject, terms.scope, terms.expires_at
-    wording_version, given_at = terms.wording_version, terms.given_at
+    expires_at = terms.expires_at
     ref = ref.strip()
     if not ref:
         raise ConsentError("a consent needs a reference (REF)")
-    given = given_at or datetime.now(UTC)
+    given = terms.given_at or datetime.now(UTC)
     if expires_at is not None and expires_at <= given:
         raise ConsentError(f"consent {ref}: --expires ({expires_at.isoformat()}) is not after "
                            f"the time it was given ({given.isoformat()})")
     with db.transaction(settings) as conn:
-        row = conn.execute(
-            "INSERT INTO consents (ref, subject, scope, wording_version, given_at, recorded_by,"
-            " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (ref) DO NOTHING"
-            f" RETURNING {_COLUMNS}",
-            (ref, subject, scope, wording_version, given, actor, expires_at)).fetchone()
+        row = ledger_consent.insert_consent(conn, ref, actor, replace(terms, given_at=given))
         if row is None:
             raise ConsentError(f"consent {ref} is already on record; give a new reference")
         ledger.audit(conn, actor, AuditAction.CONSENT_ADD,
-                     detail={"ref": ref, "scope": scope, "wording_version": wording_version,
+                     detail={"ref": ref, "scope": terms.scope,
+                             "wording_version": terms.wording_version,
                              "expires_at": expires_at.isoformat() if expires_at else None})
     return _public(row)
 
@@ -83,12 +64,7 @@ def add_consent(settings: Settings, ref: str, actor: str,
 def list_consents(settings: Settings, include_withdrawn: bool = True) -> list[dict[str, Any]]:
     """Every consent with the number of sources linked to it (erased ones included)."""
     with db.connect(settings) as conn:
-        rows = conn.execute(
-            f"SELECT {', '.join('c.' + c.strip() for c in _COLUMNS.split(','))},"
-            " count(s.id) AS sources, count(s.erased_at) AS sources_erased"
-            " FROM consents c LEFT JOIN sources s ON s.consent_ref = c.ref"
-            + ("" if include_withdrawn else " WHERE c.withdrawn_at IS NULL")
-            + " GROUP BY c.ref ORDER BY c.given_at, c.ref").fetchall()
+        rows = ledger_consent.consents_with_sources(conn, include_withdrawn)
     return [_public(r) for r in rows]
 
 
@@ -105,17 +81,15 @@ def require_consent(conn: Conn, ref: str | None, policy: Policy, *, lock: bool =
     if not policy.needs_consent:
         raise ConsentError(f"policy {policy.name!r} relies on {policy.legal_basis_text}, not "
                            f"consent; --consent {ref} does not apply to it")
-    row = conn.execute(
-        "SELECT withdrawn_at, expires_at, now() AS now FROM consents WHERE ref = %s"
-        + (" FOR SHARE" if lock else ""), (ref,)).fetchone()
-    if row is None:
+    status = ledger_consent.consent_status(conn, ref, lock=lock)
+    if status is None:
         raise ConsentError(f"consent {ref} is not on record (veil consent add {ref})")
-    if row["withdrawn_at"] is not None:
+    if status.withdrawn_at is not None:
         raise ConsentError(f"consent {ref} was withdrawn at "
-                           f"{row['withdrawn_at']:%Y-%m-%d %H:%M:%S %Z}; nothing can be "
+                           f"{status.withdrawn_at:%Y-%m-%d %H:%M:%S %Z}; nothing can be "
                            "ingested under it")
-    if row["expires_at"] is not None and row["expires_at"] <= row["now"]:
-        raise ConsentError(f"consent {ref} expired at {row['expires_at']:%Y-%m-%d %H:%M:%S %Z}")
+    if status.expires_at is not None and status.expires_at <= status.now:
+        raise ConsentError(f"consent {ref} expired at {status.expires_at:%Y-%m-%d %H:%M:%S %Z}")
 
 
 def withdraw_consent(settings: Settings, ref: str, reason: str, actor: str,
@@ -130,23 +104,15 @@ def withdraw_consent(settings: Settings, ref: str, reason: str, actor: str,
     if not reason.strip():
         raise ConsentError(f"consent {ref}: a withdrawal needs a --reason")
     with db.transaction(settings) as conn:
-        row = conn.execute("SELECT withdrawn_at FROM consents WHERE ref = %s FOR UPDATE",
-                           (ref,)).fetchone()
-        if row is None:
+        withdrawal = ledger_consent.withdraw(conn, ref, actor, reason)
+        if withdrawal is None:
             raise ConsentError(f"consent {ref} is not on record")
-        withdrawn_at = conn.execute(
-            "UPDATE consents SET withdrawn_at = coalesce(withdrawn_at, now()),"
-            " withdrawn_by = coalesce(withdrawn_by, %s),"
-            " withdrawal_reason = coalesce(withdrawal_reason, %s) WHERE ref = %s"
-            " RETURNING withdrawn_at", (actor, reason, ref)).fetchone()["withdrawn_at"]  # type: ignore[index]
-        linked: list[uuid.UUID] = [r["id"] for r in conn.execute(
-            "SELECT id FROM sources WHERE consent_ref = %s AND erased_at IS NULL ORDER BY id",
-            (ref,))]
+        linked = ledger_consent.linked_sources(conn, ref)
     receipts = erase(settings, linked, f"consent {ref} withdrawn: {reason}", actor)
     result = {
-        "ref": ref, "withdrawn_at": withdrawn_at.isoformat(),
-        "already_withdrawn": row["withdrawn_at"] is not None,
-        "received_at": (received_at or withdrawn_at).isoformat(), "reason": reason,
+        "ref": ref, "withdrawn_at": withdrawal.withdrawn_at.isoformat(),
+        "already_withdrawn": withdrawal.already_withdrawn,
+        "received_at": (received_at or withdrawal.withdrawn_at).isoformat(), "reason": reason,
         "sources_erased": [r["source_id"] for r in receipts
                            if not r.get("refused") and not r.get("failed")],
         "refused": [r["refused"] for r in receipts if r.get("refused")],
@@ -159,5 +125,5 @@ def withdraw_consent(settings: Settings, ref: str, reason: str, actor: str,
     return result
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -29,30 +29,20 @@ from minio import Minio
 
 from infra import db, ledger
 from infra.db import Conn
+from infra.ledger_rights import (
+    DsarSource,
+    RedactedOutput,
+    Region,
+    recorded_regions,
+    source_lineage,
+    sources_in_range,
+)
 from infra.objectstore import client_for, get_bytes
 from infra.settings import Settings
-from producer.dsar_media import (
-    Region,
-    clip_video,
-    contact_sheet,
-    load_regions,
-    tile,
-    video_frames,
-)
+from producer.dsar_media import clip_video, contact_sheet, tile, video_frames
 from producer.dsar_reveal import RevealGrant, check_region_ids, grant_reveal, render_reveal
-from schemas.enums import AuditAction
+from schemas.enums import AuditAction, SourceKind
 from schemas.policy import Policy
-
-_SOURCES_SQL = """
-SELECT id, kind, media_format, camera, captured_at, duration_s, policy_name, policy_version,
-       policy, created_at, raw_bucket, raw_key, raw_version_id, sha256, video, purpose,
-       legal_basis, consent_ref
-FROM sources
-WHERE camera = %(camera)s AND erased_at IS NULL AND captured_at IS NOT NULL
-  AND captured_at <= %(to)s
-  AND captured_at + make_interval(secs => coalesce(duration_s, 0)) >= %(from)s
-ORDER BY captured_at, id
-"""
 
 CSV_FIELDS = ["source_id", "file", "kind", "camera", "captured_at", "duration_s", "policy",
               "redacted_sha256", "model_version", "detections", "raw_delete_due",
@@ -91,8 +81,8 @@ class MediaSource:
     """One recording to hand over: its source row, its redacted output (None: none stored),
     the reveal grant if any of its regions are shown, its regions, and the clip window."""
 
-    source: dict[str, Any]
-    output: dict[str, Any] | None
+    source: DsarSource
+    output: RedactedOutput | None
     grant: RevealGrant | None
     regions: list[Region]
     window: tuple[float, float] | None
@@ -124,9 +114,8 @@ def export_dsar(settings: Settings, asked: DsarRequest, out: Path, actor: str,
     entries: list[dict[str, Any]] = []
     try:
         with db.connect(settings, autocommit=True) as conn:
-            sources = conn.execute(_SOURCES_SQL, {"camera": camera, "from": start,
-                                                  "to": end}).fetchall()
-            regions = load_regions(conn, [s["id"] for s in sources])
+            sources = sources_in_range(conn, camera, start, end)
+            regions = recorded_regions(conn, [s["id"] for s in sources])
             revealed = check_region_ids(options.reveal, regions)
             with conn.transaction():  # the reads are audited before they happen
                 grants = {sid: grant_reveal(conn, next(s for s in sources if s["id"] == sid),
@@ -169,9 +158,8 @@ def preview_dsar(settings: Settings, camera: str, start: datetime, end: datetime
     s3 = client_for("operator", settings)
     tiles, listed = [], []
     with db.connect(settings, autocommit=True) as conn:
-        sources = conn.execute(_SOURCES_SQL, {"camera": camera, "from": start,
-                                              "to": end}).fetchall()
-        regions = load_regions(conn, [s["id"] for s in sources])
+        sources = sources_in_range(conn, camera, start, end)
+        regions = recorded_regions(conn, [s["id"] for s in sources])
         for source in sources:
             output = _entry(conn, settings, source)["_output"]
             found = regions[source["id"]]
@@ -204,13 +192,13 @@ def _middle(region: Region) -> int:
 
 
 def _frames_of(data: bytes, kind: str, wanted: set[int]) -> dict[int, Any]:
-    if kind == "video":
+    if kind == SourceKind.VIDEO:
         return dict(video_frames(data, wanted))
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return {0: frame} if frame is not None else {}
 
 
-def _window(source: dict[str, Any], start: datetime, end: datetime) -> tuple[float, float]:
+def _window(source: DsarSource, start: datetime, end: datetime) -> tuple[float, float]:
     """The request's range in seconds from the recording's start."""
     at = source["captured_at"]
     return (max(0.0, (start - at).total_seconds()), (end - at).total_seconds())
@@ -224,12 +212,12 @@ def _media(conn: Conn, settings: Settings, s3: Minio, raw_s3: Minio,
     regions, window = media.regions, media.window
     if grant is not None:
         return render_reveal(conn, raw_s3, settings, grant, regions,
-                             window if source["kind"] == "video" else None)
+                             window if source["kind"] == SourceKind.VIDEO else None)
     if output is None:
         return None
     data = get_bytes(s3, output["bucket"], output["key"], version_id=output["version_id"])
     ext = PurePosixPath(output["key"]).suffix.lstrip(".")
-    if window is not None and source["kind"] == "video":
+    if window is not None and source["kind"] == SourceKind.VIDEO:
         clipped = clip_video(data, window, Policy.model_validate(source["policy"]))
         return (clipped, ext) if clipped is not None else None
     return data, ext
@@ -260,22 +248,10 @@ def _audit_export(settings: Settings, actor: str, request: dict[str, Any],
                                  "received_at": received.isoformat() if received else None})
 
 
-def _entry(conn: Conn, settings: Settings, source: dict[str, Any]) -> dict[str, Any]:
+def _entry(conn: Conn, settings: Settings, source: DsarSource) -> dict[str, Any]:
     sid = source["id"]
-    jobs = conn.execute(
-        "SELECT id, kind, chunk_index, state, error, attempts, started_at, finished_at"
-        " FROM jobs WHERE source_id = %s ORDER BY kind, chunk_index", (sid,)).fetchall()
-    output = conn.execute(
-        "SELECT bucket, key, version_id, sha256, size_bytes, content_type, width, height,"
-        " model_version, params, stage, created_at FROM artifacts"
-        " WHERE source_id = %s AND bucket = %s ORDER BY updated_at DESC, id DESC LIMIT 1",
-        (sid, settings.s3.bucket_redacted)).fetchone()
-    detections = {r["class"]: r["n"] for r in conn.execute(
-        "SELECT d.class, count(*) AS n FROM detections d JOIN jobs j ON j.id = d.job_id"
-        " WHERE j.source_id = %s GROUP BY d.class ORDER BY d.class", (sid,))}
-    deletions = conn.execute(
-        "SELECT bucket, key, due_at, state, done_at FROM deletion_tasks WHERE source_id = %s"
-        " ORDER BY due_at", (sid,)).fetchall()
+    lineage = source_lineage(conn, sid, settings.s3.bucket_redacted)
+    jobs, output, deletions = lineage.jobs, lineage.output, lineage.deletions
 
     def retention(bucket: str) -> dict[str, Any] | None:
         rows = [d for d in deletions if d["bucket"] == bucket]
@@ -305,7 +281,7 @@ def _entry(conn: Conn, settings: Settings, source: dict[str, Any]) -> dict[str, 
             "content_type": output["content_type"], "width": output["width"],
             "height": output["height"], "model_version": output["model_version"],
             "params": output["params"], "created_at": output["created_at"].isoformat()},
-        "detections": detections,
+        "detections": lineage.detections,
         "retention": {"raw": retention(settings.s3.bucket_raw),
                       "redacted": retention(settings.s3.bucket_redacted)},
         "_output": output,

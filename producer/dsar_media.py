@@ -22,18 +22,16 @@
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, cast
+from typing import cast
 
 import av
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from infra.db import Conn
+from infra.ledger_rights import Region
 from infra.video_probe import VideoInfo, VideoSource
 from schemas.chunks import ChunkPlan
 from schemas.policy import Policy
@@ -47,45 +45,9 @@ Frame = NDArray[np.uint8]
 TILE = 180  # px, the side of a contact-sheet tile
 
 
-@dataclass(frozen=True)
-class Region:
-    id: int
-    source_id: uuid.UUID
-    cls: str
-    score: float
-    first_frame: int
-    last_frame: int
-    box: tuple[float, float, float, float]
-
-    def covers(self, frame: int) -> bool:
-        return self.first_frame <= frame <= self.last_frame
-
-    def detection(self) -> Detection:
-        return Detection(self.cls, self.score, self.box)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"region_id": self.id, "source_id": str(self.source_id), "class": self.cls,
-                "score": round(self.score, 3), "frames": [self.first_frame, self.last_frame],
-                "box": [round(v, 1) for v in self.box]}
-
-
-def load_regions(conn: Conn, source_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Region]]:
-    """Every recorded region of the sources (the published output's detections)."""
-    out: dict[uuid.UUID, list[Region]] = {s: [] for s in source_ids}
-    for r in conn.execute(
-            "SELECT d.id, j.source_id, d.class, d.score, d.frame_index,"
-            " coalesce(d.frame_end, d.frame_index) AS frame_end, d.x1, d.y1, d.x2, d.y2"
-            " FROM detections d JOIN jobs j ON j.id = d.job_id"
-            " WHERE j.source_id = ANY(%s) AND d.stage IN ('redact', 'chunk')"
-            " ORDER BY j.source_id, d.frame_index, d.id", (list(source_ids),)):
-        out[r["source_id"]].append(Region(r["id"], r["source_id"], r["class"], r["score"],
-                                          r["frame_index"], r["frame_end"],
-                                          (r["x1"], r["y1"], r["x2"], r["y2"])))
-    return out
-
-
 def _redacted(frame: Frame, index: int, regions: Iterable[Region], policy: Policy) -> Frame:
-    return redact_frame(frame, [r.detection() for r in regions if r.covers(index)], policy)
+    return redact_frame(frame, [Detection(r.cls, r.score, r.box) for r in regions
+                                if r.covers(index)], policy)
 
 
 def reveal_image(raw: bytes, hidden: Sequence[Region], policy: Policy,

@@ -24,12 +24,13 @@ from minio import Minio
 
 from infra import db, keyring, ledger
 from infra.db import Conn
+from infra.ledger_holds import active_hold
+from infra.ledger_rights import DsarSource, Region, chunk_plans, raw_purged_at
 from infra.settings import Settings
 from infra.video_probe import VideoInfo
-from producer.dsar_media import Region, reveal_image, reveal_video
-from producer.holds import RightsError, active_hold
-from schemas.chunks import ChunkPlan
-from schemas.enums import AuditAction
+from producer.dsar_media import reveal_image, reveal_video
+from producer.holds import RightsError
+from schemas.enums import AuditAction, SourceKind
 from schemas.policy import Policy
 
 
@@ -37,28 +38,24 @@ from schemas.policy import Policy
 class RevealGrant:
     """A checked, audited permission to read one source's original."""
 
-    source: dict[str, Any]
+    source: DsarSource
     data_key: bytes
     revealed: frozenset[int]
 
 
-def grant_reveal(conn: Conn, source: dict[str, Any], revealed: frozenset[int], actor: str,
+def grant_reveal(conn: Conn, source: DsarSource, revealed: frozenset[int], actor: str,
                  request: dict[str, Any], key_settings: Settings | None = None) -> RevealGrant:
     """Check that ``source``'s original may be revealed, load its key and audit the read.
     Raises :class:`RightsError` naming the source and why not."""
     sid = source["id"]
-    hold = conn.execute("SELECT forbids_reveal FROM legal_holds WHERE source_id = %s"
-                        " AND released_at IS NULL", (sid,)).fetchone()
-    if hold is not None and hold["forbids_reveal"]:
-        raise RightsError(f"reveal of source {sid} refused: it is under "
-                          f"{active_hold(conn, sid).describe()}, which forbids "  # type: ignore[union-attr]
-                          "revealing it")
-    purged = conn.execute("SELECT done_at FROM deletion_tasks WHERE bucket = %s AND key = %s"
-                          " AND state = 'done'", (source["raw_bucket"],
-                                                  source["raw_key"])).fetchone()
-    if purged is not None:
+    hold = active_hold(conn, sid)
+    if hold is not None and hold.forbids_reveal:
+        raise RightsError(f"reveal of source {sid} refused: it is under {hold.describe()}, "
+                          "which forbids revealing it")
+    purged_at = raw_purged_at(conn, source["raw_bucket"], source["raw_key"])
+    if purged_at is not None:
         raise RightsError(f"reveal of source {sid} refused: its raw original was purged at "
-                          f"{purged['done_at']:%Y-%m-%d %H:%M:%S %Z}; only the redacted copy "
+                          f"{purged_at:%Y-%m-%d %H:%M:%S %Z}; only the redacted copy "
                           "is left")
     try:
         # The operator's role cannot see the keyring (0008_roles.sql): ``key_settings`` (the
@@ -87,17 +84,17 @@ def render_reveal(conn: Conn, s3: Minio, settings: Settings, grant: RevealGrant,
     hidden = [r for r in regions if r.id not in grant.revealed]
     where = keyring.RawObject(source["id"], source["raw_bucket"], source["raw_key"],
                               source["raw_version_id"])
-    if source["kind"] != "video":
+    if source["kind"] != SourceKind.VIDEO:
         raw = keyring.read_original(s3, grant.data_key, where, sha256=source["sha256"],
                                     max_bytes=settings.limits.max_file_bytes)
         return reveal_image(raw, hidden, policy, settings.limits.max_image_pixels)
-    plans = [ChunkPlan.from_json(r["chunk"]) for r in conn.execute(
-        "SELECT chunk FROM jobs WHERE source_id = %s AND kind = 'chunk' ORDER BY chunk_index",
-        (source["id"],))]
+    if source["video"] is None:
+        raise RightsError(f"reveal of source {source['id']} refused: the video was never probed")
+    info = VideoInfo.from_json(source["video"])
+    plans = chunk_plans(conn, source["id"])
     with keyring.RawReader(s3, grant.data_key, where,
                            max_bytes=settings.limits.max_file_bytes) as reader:
-        data = reveal_video(reader, VideoInfo.from_json(source["video"]), plans, hidden, policy,
-                            window_s)
+        data = reveal_video(reader, info, plans, hidden, policy, window_s)
     return (data, "mp4") if data is not None else None
 
 

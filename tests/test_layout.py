@@ -133,3 +133,25 @@ def test_producer_reports_hold_no_sql() -> None:
     offenders = {path: hits for path in NO_SQL_MODULES
                  if (hits := _sql_found((REPO / path).read_text(encoding="utf-8")))}
     assert not offenders, f"SQL outside the ledger: {offenders}"
+
+
+# The rights room (erasure, holds, consent, access requests): its statements live in
+# infra/ledger_holds.py, ledger_consent.py and ledger_rights.py.
+NO_SQL_RIGHTS_MODULES = (
+    "producer/erase.py", "producer/holds.py", "producer/consent.py", "producer/dsar.py",
+    "producer/dsar_media.py", "producer/dsar_reveal.py", "producer/cli_rights.py",
+    "producer/cli_consent.py", "workers/retention/erase.py",
+)
+
+
+def test_rights_modules_hold_no_sql() -> None:
+    offenders = {path: hits for path in NO_SQL_RIGHTS_MODULES
+                 if (hits := _sql_found((REPO / path).read_text(encoding="utf-8")))}
+    assert not offenders, f"SQL outside the ledger: {offenders}"
+
+
+def test_workers_import_nothing_of_the_producer() -> None:
+    # the retention worker carries out erasures itself (workers/retention/erase.py)
+    offenders = [str(p.relative_to(REPO)) for p in _modules("workers")
+                 if "producer" in _imported_tops(p)]
+    assert not offenders, f"workers importing the producer: {offenders}"

@@ -17,6 +17,7 @@ from typing import Any
 from infra.settings import get_settings
 from schemas import messages
 from workers.app import app
+from workers.retention.erase import carry_out
 from workers.retention.purge import purge_due
 
 
@@ -27,7 +28,6 @@ def purge() -> dict[str, Any]:
 
 @app.task(name=messages.ERASE, ignore_result=True)
 def erase(request_id: str) -> dict[str, Any]:
-    from producer.erase import carry_out  # the erasure's steps live with `veil erase`
     receipts = carry_out(get_settings(), request_id)
     return {"request_id": request_id, "carried_out": receipts is not None,
             "sources": len(receipts or [])}

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from infra.settings import Settings
-from producer.erase import erase_source
 from producer.holds import release_hold, set_hold
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import VEIL, ingest_file, veil
+from workers.retention.erase import erase_source
 
 
 def test_audit_shows_who_did_what_and_survives_erasure(

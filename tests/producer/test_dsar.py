@@ -20,9 +20,9 @@ from PIL import Image
 
 from infra.settings import Settings
 from producer.capture_time import media_facts
-from producer.erase import erase_source
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import ingest_file, rows, veil
+from workers.retention.erase import erase_source
 
 
 def _jpeg_taken_at(seed: int, stamp: str, offset: str | None) -> bytes:

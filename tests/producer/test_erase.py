@@ -13,10 +13,10 @@ from minio import Minio
 from infra import db, keyring, ledger
 from infra.objectstore import client_for, list_all_versions, put_bytes
 from infra.settings import Settings
-from producer.erase import erase_source
 from producer.holds import RightsError
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import ingest_file, rows, source_versions, veil
+from workers.retention.erase import erase_source
 
 
 @pytest.fixture()

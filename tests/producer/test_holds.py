@@ -18,11 +18,11 @@ from minio.error import S3Error
 from infra import db, ledger
 from infra.objectstore import client_for, list_all_versions, put_bytes, supports_object_lock
 from infra.settings import Settings
-from producer.erase import erase_source
 from producer.holds import RightsError, release_hold, set_hold
 from producer.ingest import IngestResult
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import ingest_file, rows, scratch_bucket, veil
+from workers.retention.erase import erase_source
 from workers.retention.purge import purge_due
 
 

@@ -16,9 +16,9 @@ from minio import Minio
 
 from infra.objectstore import client_for, delete_all_versions, list_all_versions, put_bytes
 from infra.settings import Settings
-from producer.erase import carry_out
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import rows, veil
+from workers.retention.erase import carry_out
 
 
 @pytest.fixture()

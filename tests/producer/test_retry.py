@@ -64,7 +64,7 @@ def test_retry_failed_takes_every_failed_job_in_text_mode(
 
 def test_retry_refuses_what_it_cannot_retry_with_reasons(
         clean_ledger: Settings, tmp_path: Path, unique_seed: int) -> None:
-    from producer.erase import erase_source
+    from workers.retention.erase import erase_source
     path = tmp_path / "queued.jpg"
     path.write_bytes(jpeg_bytes(face_image(unique_seed, size=96)))
     queued = ingest_file(clean_ledger, path)
