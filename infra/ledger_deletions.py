@@ -17,7 +17,7 @@ from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
 from infra.db import Conn
-from schemas.enums import AuditAction, DeletionState
+from schemas.enums import AuditAction, DeletionState, JobState
 
 # The due time of objects a policy keeps until they are erased: every object still gets a
 # deletion task, so the ledger lists it and erasure finds it.
@@ -207,3 +207,27 @@ def record_deletion_failures(conn: Conn, failures: list[DeletionFailure], actor:
         _audit_many(cur, actor, AuditAction.PURGE_FAILED, [
             (f.task, {"task_id": f.task.id, "attempts": f.attempts, "error": f.error[:500],
                       "retry_at": f.retry_at.isoformat()}) for f in failures])
+
+
+def schedule_orphan_deletions(conn: Conn, bucket: str, keys: list[str],
+                              sources: list[uuid.UUID | None], reason: str) -> list[str]:
+    """The reconciler's write: each of ``keys`` (with the source its name points to, if any)
+    that has no live deletion task (pending, failed or deferred) and whose source has no live
+    job gets a task due now; a done task (its object purged, an object there again) comes back.
+    The check and the write are one statement, so a record committed meanwhile wins. Returns
+    the keys that got a task. Run as the retention role."""
+    rows = conn.execute(
+        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
+        " SELECT NULL, %(bucket)s, k.key, now(), %(reason)s"
+        " FROM unnest(%(keys)s::text[], %(sources)s::uuid[]) AS k(key, src)"
+        " WHERE NOT EXISTS (SELECT 1 FROM deletion_tasks d WHERE d.bucket = %(bucket)s"
+        "  AND d.key = k.key AND d.state <> %(done)s)"
+        " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.source_id = k.src"
+        "  AND j.state = ANY(%(live)s))"
+        " ON CONFLICT (bucket, key) DO UPDATE SET state = %(pending)s, due_at = now(),"
+        " reason = EXCLUDED.reason, done_at = NULL, attempts = 0, next_attempt_at = NULL,"
+        " last_error = NULL WHERE deletion_tasks.state = %(done)s RETURNING key",
+        {"bucket": bucket, "reason": reason, "keys": keys, "sources": sources,
+         "done": str(DeletionState.DONE), "pending": str(DeletionState.PENDING),
+         "live": [str(JobState.QUEUED), str(JobState.RUNNING)]}).fetchall()
+    return [r["key"] for r in rows]

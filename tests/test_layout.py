@@ -64,18 +64,13 @@ def _imported_modules(path: Path) -> set[str]:
 PRODUCER_MODULES_USING_WORKERS = (
     "producer/redact_local.py", "producer/redact_video.py", "producer/dsar_media.py",
     "producer/cli_jobs.py",
-    "producer/erase.py",  # to call workers.retention.erase once the erasure moves there
+    "producer/erase.py",  # `veil erase --now` calls workers.retention.erase
+    "producer/holds.py",  # `veil hold` locks a source and lists its objects as erasure does
     "producer/cli_rights.py",  # `veil purge --now` and `--dry-run` run workers.retention.purge
 )
 # Celery's side of the workers: the app and its tasks, which the producer only sends by name.
 CELERY_MODULES = ("workers.app", "workers.job_task", "workers.tasks", "workers.tasks_video",
                   "workers.tasks_retention")
-# Workers modules that may still import the producer: only the erase task, which calls the
-# erasure's steps in producer/erase.py until they move to the retention worker (that import is
-# being removed; the tuple is emptied then, and no workers module imports the producer).
-ALLOWED_WORKER_TO_PRODUCER = ("workers/tasks_retention.py",)
-
-
 def test_producer_imports_workers_only_for_in_process_paths_and_never_celery() -> None:
     # the detector sees function-level imports (cli_jobs imports workers inside a function)
     assert "workers.imageio" in _imported_modules(REPO / "producer/cli_jobs.py")
@@ -90,24 +85,9 @@ def test_producer_imports_workers_only_for_in_process_paths_and_never_celery() -
     assert not celery, "producer modules importing Celery tasks:\n" + "\n".join(celery)
 
 
-def test_workers_never_import_the_producer() -> None:
-    offenders = []
-    for path in _modules("workers"):
-        name = str(path.relative_to(REPO))
-        if "producer" in _imported_tops(path) and name not in ALLOWED_WORKER_TO_PRODUCER:
-            offenders.append(name)
-    assert not offenders, f"workers modules importing the producer: {offenders}"
-
-
-# Modules that hold no SQL: their statements live in the ledger (infra/ledger*.py, infra/jobs.py).
-NO_SQL_MODULES = (
-    "producer/status.py", "producer/report.py", "producer/metrics.py", "producer/audit_log.py",
-    "producer/export.py", "producer/ingest.py", "producer/demo.py", "producer/video_plan.py",
-    "producer/cli.py", "producer/cli_common.py", "producer/cli_jobs.py", "producer/cli_report.py",
-    "producer/cli_review.py", "producer/cli_services.py", "producer/cli_watch.py",
-    "workers/job_runner.py", "workers/image_job.py", "workers/video_job.py",
-    "workers/reliability.py",
-)
+# Every statement lives in the ledger (infra/ledger*.py, infra/jobs.py and the other adapters
+# of infra/): the producer and the workers hold no SQL, so each role's statements are in one room.
+NO_SQL_PACKAGES = ("producer", "workers")
 _DB_CALLS = frozenset({"execute", "executemany", "cursor"})
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b")
 
@@ -126,27 +106,12 @@ def _sql_found(source: str) -> list[str]:
     return found
 
 
-def test_producer_reports_hold_no_sql() -> None:
+def test_producer_and_workers_hold_no_sql() -> None:
     # the detector finds both kinds of SQL (so an empty result below means something)
     assert len(_sql_found('conn.execute("SELECT 1")\nq = f"DELETE FROM t WHERE {x}"\n')) == 3
     assert _sql_found('"""Selects the jobs to delete from the inbox."""\n') == []
-    offenders = {path: hits for path in NO_SQL_MODULES
-                 if (hits := _sql_found((REPO / path).read_text(encoding="utf-8")))}
-    assert not offenders, f"SQL outside the ledger: {offenders}"
-
-
-# The rights room (erasure, holds, consent, access requests): its statements live in
-# infra/ledger_holds.py, ledger_consent.py and ledger_rights.py.
-NO_SQL_RIGHTS_MODULES = (
-    "producer/erase.py", "producer/holds.py", "producer/consent.py", "producer/dsar.py",
-    "producer/dsar_media.py", "producer/dsar_reveal.py", "producer/cli_rights.py",
-    "producer/cli_consent.py", "workers/retention/erase.py",
-)
-
-
-def test_rights_modules_hold_no_sql() -> None:
-    offenders = {path: hits for path in NO_SQL_RIGHTS_MODULES
-                 if (hits := _sql_found((REPO / path).read_text(encoding="utf-8")))}
+    offenders = {str(path.relative_to(REPO)): hits for path in _modules(*NO_SQL_PACKAGES)
+                 if (hits := _sql_found(path.read_text(encoding="utf-8")))}
     assert not offenders, f"SQL outside the ledger: {offenders}"
 
 

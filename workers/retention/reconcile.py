@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from infra import db, ledger
+from infra import db, ledger, ledger_deletions
 from infra.db import Conn
 from infra.objectstore import client_for, transient_errors
 from infra.reconcile import ORPHAN_REASON
@@ -101,18 +101,8 @@ def schedule_orphans(conn: Conn, bucket: str, keys: list[str], actor: str) -> li
     if not keys:
         return []
     sources = [_source_of(k) for k in keys]
-    rows = conn.execute(
-        "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason)"
-        " SELECT NULL, %s, k.key, now(), %s FROM unnest(%s::text[], %s::uuid[]) AS k(key, src)"
-        " WHERE NOT EXISTS (SELECT 1 FROM deletion_tasks d WHERE d.bucket = %s"
-        "  AND d.key = k.key AND d.state <> 'done')"
-        " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.source_id = k.src"
-        "  AND j.state IN ('queued', 'running'))"
-        " ON CONFLICT (bucket, key) DO UPDATE SET state = 'pending', due_at = now(),"
-        " reason = EXCLUDED.reason, done_at = NULL, attempts = 0, next_attempt_at = NULL,"
-        " last_error = NULL WHERE deletion_tasks.state = 'done' RETURNING key",
-        (bucket, ORPHAN_REASON, keys, sources, bucket)).fetchall()
-    found = [r["key"] for r in rows]
+    found = ledger_deletions.schedule_orphan_deletions(conn, bucket, keys, sources,
+                                                       ORPHAN_REASON)
     for key in found:
         ledger.audit(conn, actor, AuditAction.ORPHAN_FOUND, bucket=bucket, key=key,
                      detail={"reason": ORPHAN_REASON})
