@@ -9,6 +9,9 @@ wherever they are called, while each table group has its own module with its SQL
   ``infra.ledger_reports``    read-only aggregations for status, metrics and reports
   ``infra.ledger_review``     reviews
   ``infra.ledger_deletions``  deletion_tasks (scheduling, the purge's claims and receipts)
+  ``infra.ledger_holds``      legal_holds (read through the active_legal_holds view)
+  ``infra.ledger_consent``    consents
+  ``infra.ledger_rights``     erasure_requests, the erasure's steps, the access request's reads
 """
 
 from __future__ import annotations
