@@ -4,14 +4,18 @@ Owner of ``deletion_tasks`` (invariants 3, 4 and 9): every object gets a task in
 that records it; the purge claims due tasks with ``FOR UPDATE SKIP LOCKED`` and, in the same
 transaction, writes one receipt and one audit event per deleted object. The writes of one batch
 are ``executemany`` statements (psycopg pipelines them: one round trip a batch, not a row).
+The other rooms' statements on the table live here too, each run in its caller's transaction:
+the reconciler's orphans, the erasure's receipts and locks (``veil_retention``), and the
+deferred deletions a released hold makes due again.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from psycopg import Cursor
 from psycopg.types.json import Jsonb
@@ -231,3 +235,72 @@ def schedule_orphan_deletions(conn: Conn, bucket: str, keys: list[str],
          "done": str(DeletionState.DONE), "pending": str(DeletionState.PENDING),
          "live": [str(JobState.QUEUED), str(JobState.RUNNING)]}).fetchall()
     return [r["key"] for r in rows]
+
+
+# --- written for other rooms, in their own transactions ------------------------------------
+
+class ObjectReceipt(TypedDict):
+    """What happened to one object: its versions removed and when, or the error."""
+
+    bucket: str
+    key: str
+    versions: list[str | None]
+    deleted_at: str | None
+    error: NotRequired[str]
+
+
+_ERASURE_FAILED = (
+    "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason, attempts, last_error,"
+    " next_attempt_at) VALUES (%s, %s, %s, now(), 'erasure', 1, %s, %s)"
+    " ON CONFLICT (bucket, key) DO UPDATE SET state = %s, due_at = now(),"
+    " reason = EXCLUDED.reason, attempts = deletion_tasks.attempts + 1,"
+    " last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at")
+
+# An earlier purge's receipt stays when nothing was left to delete (the last parameter).
+_ERASURE_DONE = (
+    "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason, state, attempts,"
+    " done_at, receipt, claimed_by) VALUES (%s, %s, %s, now(), 'erasure', %s, 1, %s, %s, %s)"
+    " ON CONFLICT (bucket, key) DO UPDATE SET state = EXCLUDED.state,"
+    " done_at = EXCLUDED.done_at, receipt = EXCLUDED.receipt, last_error = NULL,"
+    " next_attempt_at = NULL, claimed_by = EXCLUDED.claimed_by,"
+    " reason = deletion_tasks.reason || '; erased'"
+    " WHERE deletion_tasks.state <> EXCLUDED.state OR %s")
+
+
+def record_erased_objects(conn: Conn, source_id: uuid.UUID, outcomes: Sequence[ObjectReceipt],
+                          actor: str, retry_at: datetime) -> None:
+    """One deletion task per object: done with its receipt, or due again at ``retry_at`` with
+    the error (the purge retries it with backoff)."""
+    failed = [(source_id, o["bucket"], o["key"], o["error"][:2000], retry_at,
+               str(DeletionState.PENDING)) for o in outcomes if o.get("error")]
+    done = [(source_id, o["bucket"], o["key"], str(DeletionState.DONE),
+             datetime.fromisoformat(str(o["deleted_at"])),
+             Jsonb({**o, "source_id": str(source_id), "erased_by": actor}), actor,
+             bool(o["versions"])) for o in outcomes if not o.get("error")]
+    with conn.cursor() as cur:
+        for sql, params in ((_ERASURE_FAILED, failed), (_ERASURE_DONE, done)):
+            if params:
+                cur.executemany(sql, params)
+
+
+def resume_deferred_deletions(conn: Conn, source_id: uuid.UUID) -> int:
+    """Make the deletions a hold deferred due again at once; returns how many."""
+    return len(conn.execute(
+        "UPDATE deletion_tasks SET state = %s, next_attempt_at = NULL, last_error = NULL"
+        " WHERE source_id = %s AND state = %s RETURNING id",
+        (str(DeletionState.PENDING), source_id, str(DeletionState.DEFERRED))).fetchall())
+
+
+@dataclass(frozen=True)
+class TaskState:
+    bucket: str
+    key: str
+    state: DeletionState
+
+
+def lock_deletion_tasks(conn: Conn, source_id: uuid.UUID | str) -> list[TaskState]:
+    """Lock the source's deletion tasks: waits for a purge deleting them right now (it holds
+    them ``FOR UPDATE`` until its transaction ends), so what it deleted shows as done."""
+    return [TaskState(r["bucket"], r["key"], DeletionState(r["state"])) for r in conn.execute(
+        "SELECT bucket, key, state FROM deletion_tasks WHERE source_id = %s FOR UPDATE",
+        (source_id,))]

@@ -6,8 +6,8 @@ read holds; the erasure (``veil_retention``) and `veil dsar --reveal` (``veil_op
 :func:`active_hold`. A hold is active while the view lists it: the rule "until released" is
 written there once, never repeated here.
 
-The hold's side of ``deletion_tasks`` (resuming what a hold deferred) sits here too: it is a
-step of releasing a hold, run as ``veil_retention`` in the release's transaction.
+Resuming what a hold deferred is ``infra.ledger_deletions.resume_deferred_deletions`` (the
+owner of ``deletion_tasks``), run in the release's transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TypedDict, cast
 
 from infra.db import Conn
-from schemas.enums import DeletionState
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,6 @@ def record_s3_versions(conn: Conn, hold_id: int, versions: int) -> None:
 def release(conn: Conn, hold_id: int, actor: str, reason: str) -> None:
     conn.execute("UPDATE legal_holds SET released_at = now(), released_by = %s,"
                  " release_reason = %s WHERE id = %s", (actor, reason, hold_id))
-
-
-def resume_deferred_deletions(conn: Conn, source_id: uuid.UUID) -> int:
-    """Make the deletions a hold deferred due again at once; returns how many."""
-    return len(conn.execute(
-        "UPDATE deletion_tasks SET state = %s, next_attempt_at = NULL, last_error = NULL"
-        " WHERE source_id = %s AND state = %s RETURNING id",
-        (str(DeletionState.PENDING), source_id, str(DeletionState.DEFERRED))).fetchall())
 
 
 _HOLD_COLUMNS = ("id, source_id, reason, set_by, set_at, released_by, released_at,"

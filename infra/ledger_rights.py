@@ -5,10 +5,9 @@ Owner of ``erasure_requests``: `veil erase` records a request as ``veil_operator
 (:func:`record_erasure_request`, :func:`erasure_receipts`); the retention worker
 (``veil_retention``) reads the pending request and writes its receipts.
 
-The erasure runs as ``veil_retention`` in one transaction per source (``workers.retention.erase``)
-and its statements live here, although they touch tables other modules own, because no other
-process may run them: it locks the source row and its deletion tasks (as `veil hold` does,
-also ``veil_retention``), records a receipt per deleted object on ``deletion_tasks``, drops the
+The erasure runs as ``veil_retention`` in one transaction per source (``workers.retention.erase``).
+Its statements on ``deletion_tasks`` (locking a source's tasks, a receipt per deleted object)
+are ``infra.ledger_deletions``'s, the table's owner; here it locks the source row, drops the
 source's detections and review notes and turns the source row into a tombstone. 0008_roles.sql
 grants ``veil_retention`` exactly these rights.
 
@@ -23,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from psycopg.types.json import Jsonb
 
@@ -51,21 +50,6 @@ def lock_source(conn: Conn, source_id: uuid.UUID | str) -> LockedSource | None:
         "SELECT id, raw_bucket, raw_key, erased_at FROM sources WHERE id = %s FOR UPDATE",
         (source_id,)).fetchone()
     return LockedSource(**row) if row else None
-
-
-@dataclass(frozen=True)
-class TaskState:
-    bucket: str
-    key: str
-    state: DeletionState
-
-
-def lock_deletion_tasks(conn: Conn, source_id: uuid.UUID | str) -> list[TaskState]:
-    """Lock the source's deletion tasks: waits for a purge deleting them right now (it holds
-    them ``FOR UPDATE`` until its transaction ends), so what it deleted shows as done."""
-    return [TaskState(r["bucket"], r["key"], DeletionState(r["state"])) for r in conn.execute(
-        "SELECT bucket, key, state FROM deletion_tasks WHERE source_id = %s FOR UPDATE",
-        (source_id,))]
 
 
 def recorded_objects(conn: Conn, source_id: uuid.UUID | str) -> set[tuple[str, str]]:
@@ -123,50 +107,6 @@ def erasure_receipts(conn: Conn, request_id: uuid.UUID) -> list[dict[str, Any]] 
 
 
 # --- the erasure's writes (veil_retention, in the source's transaction) --------------------------
-
-class ObjectReceipt(TypedDict):
-    """What happened to one object: its versions removed and when, or the error."""
-
-    bucket: str
-    key: str
-    versions: list[str | None]
-    deleted_at: str | None
-    error: NotRequired[str]
-
-
-_ERASURE_FAILED = (
-    "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason, attempts, last_error,"
-    " next_attempt_at) VALUES (%s, %s, %s, now(), 'erasure', 1, %s, %s)"
-    " ON CONFLICT (bucket, key) DO UPDATE SET state = %s, due_at = now(),"
-    " reason = EXCLUDED.reason, attempts = deletion_tasks.attempts + 1,"
-    " last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at")
-
-# An earlier purge's receipt stays when nothing was left to delete (the last parameter).
-_ERASURE_DONE = (
-    "INSERT INTO deletion_tasks (source_id, bucket, key, due_at, reason, state, attempts,"
-    " done_at, receipt, claimed_by) VALUES (%s, %s, %s, now(), 'erasure', %s, 1, %s, %s, %s)"
-    " ON CONFLICT (bucket, key) DO UPDATE SET state = EXCLUDED.state,"
-    " done_at = EXCLUDED.done_at, receipt = EXCLUDED.receipt, last_error = NULL,"
-    " next_attempt_at = NULL, claimed_by = EXCLUDED.claimed_by,"
-    " reason = deletion_tasks.reason || '; erased'"
-    " WHERE deletion_tasks.state <> EXCLUDED.state OR %s")
-
-
-def record_erased_objects(conn: Conn, source_id: uuid.UUID, outcomes: Sequence[ObjectReceipt],
-                          actor: str, retry_at: datetime) -> None:
-    """One deletion task per object: done with its receipt, or due again at ``retry_at`` with
-    the error (the purge retries it with backoff)."""
-    failed = [(source_id, o["bucket"], o["key"], o["error"][:2000], retry_at,
-               str(DeletionState.PENDING)) for o in outcomes if o.get("error")]
-    done = [(source_id, o["bucket"], o["key"], str(DeletionState.DONE),
-             datetime.fromisoformat(str(o["deleted_at"])),
-             Jsonb({**o, "source_id": str(source_id), "erased_by": actor}), actor,
-             bool(o["versions"])) for o in outcomes if not o.get("error")]
-    with conn.cursor() as cur:
-        for sql, params in ((_ERASURE_FAILED, failed), (_ERASURE_DONE, done)):
-            if params:
-                cur.executemany(sql, params)
-
 
 def drop_derived_rows(conn: Conn, source_id: uuid.UUID) -> None:
     """The source's detections (boxes of people) and review notes (free text about the

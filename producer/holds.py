@@ -22,9 +22,9 @@ from typing import Any
 
 from minio import Minio
 
-from infra import db, ledger, ledger_holds
+from infra import db, ledger, ledger_deletions, ledger_holds
+from infra.ledger_deletions import lock_deletion_tasks
 from infra.ledger_holds import HoldRecord, active_hold
-from infra.ledger_rights import lock_deletion_tasks
 from infra.objectstore import client_for, set_legal_hold, supports_object_lock
 from infra.settings import Settings
 from schemas.enums import AuditAction, DeletionState
@@ -90,7 +90,7 @@ def release_hold(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
         ledger_holds.release(conn, hold.id, actor, reason)
         versions = _apply_s3_holds(s3, source_objects(conn, s3, settings, source_id), False,
                                    settings)
-        resumed = ledger_holds.resume_deferred_deletions(conn, source_id)
+        resumed = ledger_deletions.resume_deferred_deletions(conn, source_id)
         result = {"hold_id": hold.id, "source_id": str(source_id), "reason": reason,
                   "released_by": actor, "s3_versions_unlocked": versions,
                   "deletions_resumed": resumed}

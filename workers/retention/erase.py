@@ -38,10 +38,11 @@ from typing import Any
 
 from minio import Minio
 
-from infra import db, jobs, keyring, ledger, ledger_rights
+from infra import db, jobs, keyring, ledger, ledger_deletions, ledger_rights
 from infra.db import Conn
+from infra.ledger_deletions import ObjectReceipt
 from infra.ledger_holds import active_hold
-from infra.ledger_rights import LockedSource, ObjectReceipt
+from infra.ledger_rights import LockedSource
 from infra.objectstore import client_for, delete_versions, list_all_versions
 from infra.settings import Settings
 from schemas.backoff import backoff_s
@@ -90,13 +91,13 @@ def erase_source(settings: Settings, source_id: uuid.UUID, reason: str, actor: s
                 f"erasure of source {source_id} refused: it is under {hold.describe()}; "
                 f"release it with `veil hold release {source_id} --reason ...` first")
         # Wait for a purge deleting this source's objects right now, then for publishing jobs.
-        ledger_rights.lock_deletion_tasks(conn, source_id)
+        ledger_deletions.lock_deletion_tasks(conn, source_id)
         cancelled = jobs.cancel_source_jobs(conn, source_id, "cancelled: source erased")
         key_destroyed = keyring.destroy_key(conn, source_id, actor)
         objects = source_objects(conn, s3, settings, source_id)
         with ThreadPoolExecutor(max(1, min(8, len(objects)))) as pool:
             outcomes = list(pool.map(lambda o: _delete(s3, *o), objects))
-        ledger_rights.record_erased_objects(conn, source_id, outcomes, actor,
+        ledger_deletions.record_erased_objects(conn, source_id, outcomes, actor,
                                             _retry_at(settings))
         ledger_rights.drop_derived_rows(conn, source_id)
         erased_at = ledger_rights.tombstone_source(conn, source_id, TOMBSTONE_NAME)
