@@ -3,7 +3,7 @@ two worker processes, and the deface CLI with its defaults, on the same files in
 per-frame face coverage against a reference and Veil's mask flicker (bench/video_quality.py).
 
     python -m bench.throughput_video VIDEO... --deface PATH/TO/deface [--detect-long-side 0 640]
-        [--coverage-step 3]
+        [--full-detect-every 1] [--coverage-step 3]
 
 The pipeline part runs against the local stack (`veil stack up` first) with a database, Redis
 db and queue prefix of its own, and deletes every object it wrote. Frames per second are input
@@ -45,24 +45,41 @@ from schemas.policy import Policy  # noqa: E402
 VEIL = str(Path(sys.executable).parent / "veil")
 
 
-def face_policy(detect_long_side: int | None = None) -> Policy:
+def face_policy(detect_long_side: int | None = None,
+                full_detect_every: int | None = None) -> Policy:
     update: dict[str, Any] = {"classes": ["face"]}
     if detect_long_side is not None:
         update["video_detect_long_side"] = detect_long_side
+    if full_detect_every is not None:
+        update["video_full_detect_every"] = full_detect_every
     return get_policy(None).model_copy(update=update)
 
 
-def run_inprocess(video: Path, out: Path, detect_long_side: int | None) -> dict[str, Any]:
+def run_inprocess(video: Path, out: Path, detect_long_side: int | None,
+                  full_detect_every: int | None = None) -> dict[str, Any]:
     processes = os.cpu_count() or 1
+    policy = face_policy(detect_long_side, full_detect_every)
     started = time.perf_counter()
-    result = redact_video_file(video, out, face_policy(detect_long_side), processes,
-                               keep_boxes=True)
+    result = redact_video_file(video, out, policy, processes, keep_boxes=True)
     seconds = time.perf_counter() - started
     return {"seconds": round(seconds, 2), "fps": round(result.frames / seconds, 2),
             "frames": result.frames, "chunks": result.chunks, "processes": processes,
-            "detect_long_side": face_policy(detect_long_side).video_detect_long_side,
+            "detect_long_side": policy.video_detect_long_side,
+            "full_detect_every": policy.video_full_detect_every,
             "flicker_frames": flicker(result.boxes),
+            "motion_gate": _gate_totals(result.motion_gate),
             "boxes_per_frame": round(sum(map(len, result.boxes)) / max(result.frames, 1), 1)}
+
+
+def _gate_totals(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The motion gate's frame counts over all chunks, and the share of pixels it detected."""
+    if not chunks or chunks[0].get("action") == "off":
+        return chunks[0] if chunks else {}
+    totals = {key: sum(c[key] for c in chunks) for key in ("full", "cropped", "unchanged")}
+    frames = sum(totals.values())
+    share = sum(c["detected_share"] * (c["full"] + c["cropped"] + c["unchanged"])
+                for c in chunks) / max(1, frames)
+    return {**totals, "detected_share": round(share, 3)}
 
 
 def run_pipeline(video: Path, concurrency: int, out: Path) -> dict[str, Any]:
@@ -103,6 +120,8 @@ def main() -> None:
     parser.add_argument("--deface", default="", help="deface CLI of a separate venv")
     parser.add_argument("--detect-long-side", type=int, nargs="*", default=[],
                         help="extra in-process runs at these detection sizes (0 = native)")
+    parser.add_argument("--full-detect-every", type=int, nargs="*", default=[],
+                        help="extra in-process runs with this motion gate period (1 = off)")
     parser.add_argument("--coverage-step", type=int, default=3,
                         help="judge coverage on every N-th frame")
     parser.add_argument("--reference-threshold", type=float, nargs="+", default=[0.3, 0.5],
@@ -129,6 +148,10 @@ def _bench_one(video: Path, args: argparse.Namespace, work: Path) -> dict[str, A
         name = "veil_redact" if size is None else f"veil_redact_detect{size}"
         outputs[name] = work / f"{name}.mp4"
         row[name] = run_inprocess(video, outputs[name], size)
+    for every in args.full_detect_every:
+        name = f"veil_redact_every{every}"
+        outputs[name] = work / f"{name}.mp4"
+        row[name] = run_inprocess(video, outputs[name], None, every)
     if not args.skip_pipeline:
         for concurrency in (1, 2):
             name = f"veil_pipeline_{concurrency}_process"
@@ -141,8 +164,9 @@ def _bench_one(video: Path, args: argparse.Namespace, work: Path) -> dict[str, A
         frames = row["veil_redact"]["frames"]
         row["deface"] = {"seconds": measured["seconds"],
                          "fps": round(frames / float(measured["seconds"]), 2)}
-        row["speedup_redact_vs_deface"] = round(row["veil_redact"]["fps"]
-                                                / row["deface"]["fps"], 2)
+        for name in [n for n in row if n.startswith("veil_redact")]:
+            row[f"speedup_{name[5:]}_vs_deface"] = round(row[name]["fps"] / row["deface"]["fps"],
+                                                        2)
         for concurrency in (1, 2):
             name = f"veil_pipeline_{concurrency}_process"
             if name in row:

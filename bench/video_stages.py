@@ -66,7 +66,7 @@ def measure(video: Path, processes: int) -> dict[str, Any]:
     plans = plan_chunks(packets, info.tb, local_chunk_seconds(info, policy, processes))
     detector = runtime.process_detector(1)  # one thread for onnxruntime and OpenCV
     detector.detect_batch([np.zeros((64, 64, 3), np.uint8)])  # loads the model: not counted
-    patched = [(chunk, "detect_scaled", "detect", _timed),
+    patched = [(chunk._GatedDetection, "__call__", "detect", _timed),  # the motion gate included
                (chunk, "redact_frame", "redact", _timed),
                (chunk._Stage, "_fill", "fill", _timed), (track.Tracker, "update", "track", _timed),
                (encode.ChunkEncoder, "write", "encode", _timed),

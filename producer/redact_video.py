@@ -36,6 +36,7 @@ class VideoResult:
     chunks: int
     boxes: list[list[tuple[float, float, float, float]]]  # per frame, when asked
     guard: list[dict[str, Any]]  # per chunk: what the guard checked and did
+    motion_gate: list[dict[str, Any]]  # per chunk: what the motion gate detected
 
 
 LOCAL_MAX_CHUNK_S = 60.0  # a chunk's encoded output is held in memory until assembly
@@ -98,7 +99,8 @@ def redact_video_file(path: Path, output: Path, policy: Policy, processes: int,
     write_atomically(output, joined.data)
     return VideoResult(joined.frames, sum(len(o.tracks) for o in outputs), len(outputs),
                        [box for o in outputs for box in o.boxes],
-                       [o.params["guard"] for o in outputs])
+                       [o.params["guard"] for o in outputs],
+                       [o.params["motion_gate"] for o in outputs])
 
 
 _child: dict[str, Any] = {}

@@ -183,6 +183,10 @@ class Policy(BaseModel):
     # scaled to for detection (0 = native size; boxes are mapped back to full resolution).
     video_crf: int = Field(default=23, ge=0, le=51)
     video_detect_long_side: int = Field(default=640, ge=0)
+    # Video: every how many frames the whole frame is detected; the frames between are detected
+    # only where they changed since (a static camera's motion gate, workers/video/motion.py).
+    # 1 = every frame whole. The guard checks what is published either way.
+    video_full_detect_every: int = Field(default=8, ge=1, le=250)
     jpeg_quality: int = Field(default=92, ge=50, le=100)
 
     @property

@@ -44,6 +44,7 @@ class VideoSpec:
     attachment: bool = False  # an attached file (Matroska)
     data: bool = False  # a KLV data stream (MPEG-TS), like GPS/telemetry tracks
     seed: int = 0
+    static: bool = False  # a fixed camera: the background stays, only the face and barcode move
     extra_metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -55,9 +56,11 @@ def _face() -> NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
-def picture(index: int, width: int, height: int, seed: int = 0) -> NDArray[np.uint8]:
-    """The frame as displayed (BGR): background, moving face, index barcode top-left."""
-    frame = np.roll(_background(width, height, seed), index * 3, axis=1)
+def picture(index: int, width: int, height: int, seed: int = 0,
+            static: bool = False) -> NDArray[np.uint8]:
+    """The frame as displayed (BGR): background (panning unless ``static``), moving face, index
+    barcode top-left."""
+    frame = np.roll(_background(width, height, seed), 0 if static else index * 3, axis=1)
     x1, y1, x2, y2 = face_box(index, width, height)
     frame[y1:y2, x1:x2] = _sized_face(width, height)[:y2 - y1, :x2 - x1]
     block = barcode_block(width, height)
@@ -149,7 +152,7 @@ def make_video(spec: VideoSpec) -> bytes:
         out.add_attachment("owner.txt", "text/plain", b"Jane Roe, 1 Secret Street")
     times = frame_times(spec)
     for index, pts in enumerate(times):
-        shown = picture(index, spec.width, spec.height, spec.seed)
+        shown = picture(index, spec.width, spec.height, spec.seed, spec.static)
         stored = np.rot90(shown, -spec.rotation // 90) if spec.rotation else shown
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="bgr24")
         frame.pts, frame.time_base = pts, spec.time_base

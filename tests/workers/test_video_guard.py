@@ -47,8 +47,10 @@ SPEC = VideoSpec(frames=20, fps=10, seed=41)  # one 20-frame chunk
 
 
 def _policy(**guard: object) -> Policy:
+    # The motion gate is off: the tests replace the first pass through ``detect_scaled``, which
+    # detects every frame whole (the gate with the guard: tests/workers/test_video_motion.py).
     return Policy(name="video-guard", raw_retention_s=60, classes=["face"], chunk_seconds=10,
-                  guard=GuardParams(**guard))  # type: ignore[arg-type]
+                  guard=GuardParams(**guard), video_full_detect_every=1)  # type: ignore[arg-type]
 
 
 def _chin_only(images: Sequence[NDArray[np.uint8]], policy: Policy,

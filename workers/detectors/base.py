@@ -60,6 +60,15 @@ class Detector(ABC):
         """The classes this detector can report (a policy asking for others must fail)."""
         return frozenset()
 
+    def sees_crops(self, classes: Collection[str], height: int, width: int) -> bool:
+        """Whether a crop of a frame, detected alone, yields what the whole frame yields inside
+        it, at the same scale and at a cost in proportion to its pixels (for ``classes``, in
+        frames of ``height`` x ``width``). The video motion gate (workers/video/motion.py)
+        detects only changed regions where it does. False unless a detector says so: one that
+        resizes every input to a fixed size does not.
+        """
+        return False
+
     def detect_batch(self, frames: Sequence[NDArray[np.uint8]],
                      classes: Collection[str] | None = None) -> list[list[Detection]]:
         """Detections for each frame, in order; frames may differ in size.

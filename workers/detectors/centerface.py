@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -126,6 +126,12 @@ class CenterFaceDetector(Detector):
     @property
     def classes(self) -> frozenset[str]:
         return frozenset({"face"})
+
+    def sees_crops(self, classes: Collection[str], height: int, width: int) -> bool:
+        # Fully convolutional at native scale: a crop (sides multiples of 32, as the motion gate
+        # cuts them) needs no padding and costs its pixels. Frames (height x width, at detection
+        # size) that get one view only: a large frame's coarse view has no crop equivalent.
+        return self.config.min_long_side == 0 and len(self.views(height, width)) == 1
 
     @property
     def provider(self) -> str | None:

@@ -40,6 +40,10 @@ class MultiDetector(Detector):
     def classes(self) -> frozenset[str]:
         return frozenset().union(*(d.classes for d in self.detectors))
 
+    def sees_crops(self, classes: Collection[str], height: int, width: int) -> bool:
+        used = [d for d in self.detectors if d.classes & set(classes)]
+        return bool(used) and all(d.sees_crops(classes, height, width) for d in used)
+
     def detect_batch(self, frames: Sequence[NDArray[np.uint8]],
                      classes: Collection[str] | None = None) -> list[list[Detection]]:
         pooled: list[list[Detection]] = [[] for _ in frames]

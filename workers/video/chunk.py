@@ -36,6 +36,7 @@ from workers.image_pipeline import detect_frames, redact_frame
 from workers.video.decode import DecodedFrame, decode_chunk
 from workers.video.encode import ChunkEncoder, encoder_settings
 from workers.video.frame_guard import ChunkGuard
+from workers.video.motion import MotionGate
 from workers.video.splice import SpliceError, SplicePlan, SplicingEncoder
 from workers.video.track import MAX_MISSED, Tracker, TrackRecord, iou_matrix
 
@@ -181,6 +182,7 @@ def _redact_chunk(work: ChunkWork, guard: ChunkGuard | None,
         start = max(0, plan.first_frame + plan.frame_count - WARMUP_FRAMES)
         handover = _Handover(Tracker(width, height), start, start + HANDOVER_SWITCH)
     stage = _Stage(Tracker(width, height), encoder, policy, work.keep_boxes, handover, guard)
+    detect = _gated_detection(policy, detector, height, width, handover)
     progress = work.progress
     try:
         batch: list[DecodedFrame] = []
@@ -189,12 +191,12 @@ def _redact_chunk(work: ChunkWork, guard: ChunkGuard | None,
             batch.append(decoded)
             if len(batch) < BATCH:
                 continue
-            stage.feed(batch, _detect(batch, policy, detector, guard))
+            stage.feed(batch, _detect(batch, detect, guard))
             batch = []
             if progress:
                 progress(stage.frames, plan.frame_count)
         if batch:
-            stage.feed(batch, _detect(batch, policy, detector, guard))
+            stage.feed(batch, _detect(batch, detect, guard))
         encoded = stage.finish()
     except BaseException:
         stage.encoder.abort()
@@ -208,6 +210,7 @@ def _redact_chunk(work: ChunkWork, guard: ChunkGuard | None,
         tracks=tracker.records(plan.first_frame), model_version=detector.model_version,
         params={"detector": {"key": detector.key, **detector.params},
                 "detect_long_side": policy.video_detect_long_side,
+                "motion_gate": detect.params(),
                 "redaction": policy.redaction.model_dump(mode="json"),
                 "tracking": {**tracker.params, "fill_gap": FILL_GAP, "fill_iou": FILL_IOU},
                 "guard": {"action": "skipped"},  # redact_chunk records the guard's
@@ -216,7 +219,44 @@ def _redact_chunk(work: ChunkWork, guard: ChunkGuard | None,
     )
 
 
-def _detect(batch: list[DecodedFrame], policy: Policy, detector: Detector,
+@dataclass
+class _GatedDetection:
+    """Detection of a chunk's frames: scaled to detection size, through the motion gate, boxes
+    mapped back to full size; with the gate off, :func:`detect_scaled` on every frame. ``off``
+    says why the gate is off though the policy wants it."""
+
+    gate: MotionGate
+    factor: float
+    off: str | None
+    policy: Policy
+    detector: Detector
+
+    def __call__(self, indices: Sequence[int],
+                 images: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        if not self.gate.enabled:
+            self.gate.counts.full += len(images)
+            return detect_scaled(images, self.policy, self.detector)
+        return _at_scale(images, self.factor, lambda frames: self.gate.run(indices, frames))
+
+    def params(self) -> dict[str, Any]:
+        if self.off is None:
+            return self.gate.params()
+        return {**self.gate.params(), "why": self.off}
+
+
+def _gated_detection(policy: Policy, detector: Detector, height: int, width: int,
+                     handover: _Handover | None) -> _GatedDetection:
+    factor = detection_factor(height, width, policy.video_detect_long_side)
+    every, off = policy.video_full_detect_every, None
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    if every > 1 and not detector.sees_crops(policy.classes, *size):
+        every, off = 1, f"the detectors ({detector.key}) do not see crops as they see frames"
+    resync = {handover.start} if handover else set()
+    gate = MotionGate(every, lambda frames: detect_frames(frames, policy, detector), resync)
+    return _GatedDetection(gate, factor, off, policy, detector)
+
+
+def _detect(batch: list[DecodedFrame], detect: _GatedDetection,
             guard: ChunkGuard | None) -> list[list[Detection]]:
     """Detections for a batch: computed (and kept for a guard's re-run), or kept from the first
     run when the guard runs the chunk again."""
@@ -224,7 +264,7 @@ def _detect(batch: list[DecodedFrame], policy: Policy, detector: Detector,
     known = guard.known(indices) if guard else None
     if known is not None:
         return known
-    found = detect_scaled([f.image for f in batch], policy, detector)
+    found = detect(indices, [f.image for f in batch])
     if guard:
         guard.remember(indices, found)
     return found
