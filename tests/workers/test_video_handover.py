@@ -9,7 +9,6 @@ redacted one by one, as separate jobs would, and the per-frame masks are joined 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +19,8 @@ from infra.video_probe import probe_video
 from producer.chunk_plan import plan_chunks
 from schemas.policy import Policy
 from tests.videos import VideoSpec, make_video, read_index
-from workers.detectors.base import Detection, Detector
+from tests.workers.fake_detector import FakeFaceDetector
+from workers.detectors.base import Detection
 from workers.video.chunk import ChunkWork, redact_chunk
 
 Box = tuple[float, float, float, float]
@@ -28,27 +28,12 @@ POLICY = Policy(name="handover-test", raw_retention_s=3600, classes=["face"], ch
                 guard={"enabled": False})
 
 
-class ScriptedDetector(Detector):
+class ScriptedDetector(FakeFaceDetector):
     key = "scripted"
 
     def __init__(self, schedule: dict[int, list[Box]]) -> None:
         super().__init__()
         self.schedule = schedule
-
-    @property
-    def model_version(self) -> str:
-        return "scripted-1"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    @property
-    def classes(self) -> frozenset[str]:
-        return frozenset({"face"})
-
-    def _load(self) -> None:
-        pass
 
     def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
         return [[Detection("face", 0.5, box) for box in self.schedule.get(read_index(f), [])]

@@ -22,6 +22,7 @@ from infra.video_probe import probe_video
 from producer.chunk_plan import plan_chunks
 from schemas.policy import Policy
 from tests.videos import VideoSpec, face_box, make_video
+from tests.workers.fake_detector import FakeFaceDetector
 from workers.detectors.base import Detection, Detector
 from workers.video.chunk import ChunkWork, redact_chunk
 from workers.video.motion import MotionGate
@@ -30,7 +31,7 @@ W, H = 320, 240
 Box = tuple[float, float, float, float]
 
 
-class WhiteBoxes(Detector):
+class WhiteBoxes(FakeFaceDetector):
     """Reports every pure-white connected region as a face; a crop shows the same regions."""
 
     key = "white-boxes"
@@ -39,23 +40,8 @@ class WhiteBoxes(Detector):
         super().__init__()
         self.crops, self.calls, self.pixels = crops, 0, 0
 
-    @property
-    def model_version(self) -> str:
-        return "white-boxes-1"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    @property
-    def classes(self) -> frozenset[str]:
-        return frozenset({"face"})
-
     def sees_crops(self, classes: Any, height: int, width: int) -> bool:
         return self.crops
-
-    def _load(self) -> None:
-        pass
 
     def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
         self.calls += len(frames)
