@@ -36,7 +36,7 @@ from workers.image_pipeline import detect_frames, redact_frame
 from workers.video.decode import DecodedFrame, decode_chunk
 from workers.video.encode import ChunkEncoder, encoder_settings
 from workers.video.frame_guard import ChunkGuard
-from workers.video.motion import MotionGate
+from workers.video.motion import MotionGate, box_array
 from workers.video.splice import SpliceError, SplicePlan, SplicingEncoder
 from workers.video.track import MAX_MISSED, Tracker, TrackRecord, iou_matrix
 
@@ -234,7 +234,6 @@ class _GatedDetection:
     def __call__(self, indices: Sequence[int],
                  images: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
         if not self.gate.enabled:
-            self.gate.counts.full += len(images)
             return detect_scaled(images, self.policy, self.detector)
         return _at_scale(images, self.factor, lambda frames: self.gate.run(indices, frames))
 
@@ -329,7 +328,7 @@ class _Stage:
                     else cover + theirs[len(detections):]
             if frame.in_range:
                 self.detections += len(detections)
-            pending = _Pending(frame, cover, _boxes(cover))
+            pending = _Pending(frame, cover, box_array(cover))
             self._fill(pending)
             self.window.append(pending)
             if len(self.window) > FILL_GAP + 1:
@@ -377,10 +376,6 @@ class _Stage:
         while self.window:
             self._emit(self.window.popleft())
         return self.encoder.finish()
-
-
-def _boxes(detections: Sequence[Detection]) -> NDArray[np.float64]:
-    return np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
 
 
 def _overlapping(boxes: NDArray[np.float64], others: NDArray[np.float64]) -> NDArray[np.bool_]:
