@@ -38,7 +38,12 @@ from pathlib import Path  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
-from bench.throughput_redact import _tree_rss_kib, proc_stats, run_measured  # noqa: E402
+from bench.throughput_redact import (  # noqa: E402
+    _VEIL_CHILD,
+    _tree_rss_kib,
+    proc_stats,
+    run_measured,
+)
 from infra.broker import make_celery  # noqa: E402
 from infra.db import apply_migrations  # noqa: E402
 from infra.objectstore import client_for, delete_all_versions  # noqa: E402
@@ -90,22 +95,43 @@ def _stage_medians(settings_url: str) -> dict[str, float]:
     return {key: round(value * 1000, 1) for key, value in rows if value is not None}
 
 
-def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]:
+def _start_worker(concurrency: int, out: Path) -> subprocess.Popen[bytes]:
+    log = open(out.parent / "worker.log", "ab")  # noqa: SIM115
+    return subprocess.Popen([VEIL, "worker", "--concurrency", str(concurrency), "--loglevel",
+                             "WARNING", "--without-gossip", "--without-mingle"],
+                            stdout=log, stderr=log, start_new_session=True)
+
+
+def _drain_seconds(settings_url: str) -> float:
+    """From the first job's claim to the last job's end, as the ledger recorded them."""
+    with psycopg.connect(settings_url) as conn:
+        row = conn.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at))"
+                           " FROM jobs").fetchone()
+    assert row is not None and row[0] is not None
+    return float(row[0])
+
+
+def run_pipeline(images: Path, concurrency: int, out: Path,
+                 drain: bool = False) -> dict[str, object]:
+    """Ingest and redact ``images``; with ``drain`` everything is ingested before the worker
+    starts, and the time is the worker's alone (first claim to last job done): a node taking a
+    deep queue, with the producer elsewhere."""
     settings = get_settings()
     app = make_celery(settings)
-    log = open(out.parent / "worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen([VEIL, "worker", "--concurrency", str(concurrency), "--loglevel",
-                               "WARNING", "--without-gossip", "--without-mingle"],
-                              stdout=log, stderr=log, start_new_session=True)
+    worker = None if drain else _start_worker(concurrency, out)
     peak = [0]
     try:
-        time.sleep(3.0)  # worker start-up is not part of the measured path
+        if worker is not None:
+            time.sleep(3.0)  # worker start-up is not part of the measured path
         items = collect_inputs([str(images)], settings)
         options = IngestOptions(policy=get_policy(None, settings))
         cpu_before = _cpu_seconds()
         started = time.monotonic()
         results = ingest(items, options, settings, app)
         ingest_s = time.monotonic() - started
+        if worker is None:
+            cpu_before = _cpu_seconds()
+            worker = _start_worker(concurrency, out)
         ids = [r.source_id for r in results if r.source_id]
         deadline = time.monotonic() + 1800
         states: dict[uuid.UUID, tuple[str, str | None]] = {}
@@ -114,11 +140,12 @@ def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]
             peak[0] = max(peak[0], _tree_rss_kib(worker.pid))
             if all(s in ("succeeded", "failed") for s, _ in states.values()):
                 break
-        seconds = time.monotonic() - started
+        seconds = _drain_seconds(settings.db.url) if drain else time.monotonic() - started
         cpu_after = _cpu_seconds()
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
     exported = {e.source_id: e.path for e in export(None, out, settings) if e.path}
     for r in results:  # identical bytes under another name: one source, one output; copy it
         target = out / (Path(r.name).stem + (exported[r.source_id].suffix
@@ -131,6 +158,8 @@ def run_pipeline(images: Path, concurrency: int, out: Path) -> dict[str, object]
             "duplicates": sum(r.duplicate for r in results),
             "images_per_s": round(len(ids) / seconds, 1),
             "worker_peak_rss_mb": round(peak[0] / 1024, 1), "concurrency": concurrency,
+            "measured": "drain: first claim to last job done" if drain
+            else "first ingest to last job done",
             "job_stage_median_ms": _stage_medians(settings.db.url),
             "cpu_s_by_process": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 1)
                                  for name in sorted(cpu_after, key=lambda n: -cpu_after[n]
@@ -144,6 +173,11 @@ def main() -> None:
     parser.add_argument("--ground-truth", type=Path, help="score coverage of both outputs")
     parser.add_argument("--deface", default="", help="deface CLI of a separate venv")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--drain", action="store_true",
+                        help="ingest everything first, then time the worker alone")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run `veil redact` in-process on the same images, first, and "
+                             "report the pipeline's share of its throughput")
     args = parser.parse_args()
     settings = get_settings()
     _fresh_database(settings.db.url)
@@ -153,7 +187,18 @@ def main() -> None:
     count = sum(1 for p in args.images.iterdir() if p.is_file())
     report: dict[str, object] = {"images": count, "cpus": os.cpu_count()}
     try:
-        report["veil_pipeline"] = run_pipeline(args.images, args.concurrency, work / "veil-out")
+        if args.in_process:
+            local = run_measured([sys.executable, "-c", _VEIL_CHILD, str(args.images),
+                                  str(work / "veil-local")])
+            local["images_per_s"] = round(count / float(local["seconds"]), 1)
+            report["veil_in_process"] = local
+        report["veil_pipeline"] = run_pipeline(args.images, args.concurrency, work / "veil-out",
+                                               drain=args.drain)
+        if args.in_process:
+            pipeline = report["veil_pipeline"]
+            assert isinstance(pipeline, dict)
+            report["pipeline_share_of_in_process"] = round(
+                float(pipeline["images_per_s"]) / float(local["images_per_s"]), 2)
         if args.deface:
             deface_in = work / "deface"
             shutil.copytree(args.images, deface_in)
