@@ -150,6 +150,46 @@ def test_full_passes_fall_on_multiples_of_every_and_on_resync_frames() -> None:
     assert sum(calls) == 5
 
 
+class CropBiased(WhiteBoxes):
+    """Like WhiteBoxes, but a crop's boxes come back 2 px larger on each side: a detector that
+    sees crops almost, not exactly, as it sees the frame (as a real one does at crop edges)."""
+
+    def _detect_batch(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        found = super()._detect_batch(frames)
+        return [dets if frame.shape[:2] == (H, W) else
+                [Detection(d.cls, d.score, (d.box[0] - 2, d.box[1] - 2, d.box[2] + 2,
+                                            d.box[3] + 2)) for d in dets]
+                for frame, dets in zip(frames, found, strict=True)]
+
+
+def _chunk_gate(frames: list[NDArray[np.uint8]], first: int, resync: set[int]
+                ) -> dict[int, list[Box]]:
+    """One chunk's gate from frame ``first`` on, in batches of 8 as a chunk runs it."""
+    gate = MotionGate(8, CropBiased().detect_batch, resync)
+    out: dict[int, list[Box]] = {}
+    for start in range(first, len(frames), 8):
+        part = frames[start:start + 8]
+        indices = list(range(start, start + len(part)))
+        out.update(zip(indices, ([sorted(d.box for d in dets)
+                                  for dets in gate.run(indices, part)]), strict=True))
+    return out
+
+
+def test_both_chunks_detect_the_hand_over_frames_alike_because_of_the_resync() -> None:
+    # given a box walking across a fixed camera's view, and a chunk boundary whose next chunk
+    # starts its tracker (and its own gate, with a full pass) at frame 29, between full passes
+    scene = _scene(7)
+    frames = [_with_box(scene, 20 + 3 * i, 100, 30, 36) for i in range(48)]
+    handover = 29
+    nxt = _chunk_gate(frames, handover, set())
+    # then this chunk, re-syncing its gate there, detects every shared frame as the next does
+    this = _chunk_gate(frames, 0, {handover})
+    assert {i: this[i] for i in nxt} == nxt
+    # (without the resync it would not: frame 29 would come from a crop here, whole there)
+    unsynced = _chunk_gate(frames, 0, set())
+    assert unsynced[handover] != nxt[handover]
+
+
 def test_every_one_detects_every_frame_whole() -> None:
     scene = _scene(6)
     frames = [_with_box(scene, 10 + i, 10, 20, 20) for i in range(16)]
@@ -212,6 +252,25 @@ def test_chunks_give_the_same_masks_with_and_without_the_gate_boundaries_include
     assert len(gated) == 75 and gated == whole
     assert all(g["cropped"] > 0 for g in gates), gates
     assert sum(g["detected_share"] for g in gates) / len(gates) < 0.5
+
+
+def test_each_chunk_re_syncs_on_the_first_frame_the_next_chunk_decodes(monkeypatch: Any) -> None:
+    # given the chunks of a video, each recording its gate's resync frames and first frame seen
+    seen: list[tuple[set[int], int]] = []
+
+    class Recording(MotionGate):
+        def run(self, indices: Sequence[int],
+                images: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+            if self._reference is None:
+                seen.append((set(self.resync), indices[0]))
+            return super().run(indices, images)
+
+    monkeypatch.setattr("workers.video.chunk.MotionGate", Recording)
+    _chunks(_white_video(), POLICY, WhiteBoxes())
+    # then a chunk's resync is exactly where the next one's gate (and tracker) starts
+    assert len(seen) >= 3 and seen[-1][0] == set()
+    for (resync, _), (_, first) in zip(seen, seen[1:], strict=False):
+        assert resync == {first}, seen
 
 
 def test_a_detector_that_cannot_see_crops_turns_the_gate_off_and_says_why() -> None:
