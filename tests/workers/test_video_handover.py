@@ -21,7 +21,7 @@ from schemas.policy import Policy
 from tests.videos import VideoSpec, make_video, read_index
 from tests.workers.fake_detector import FakeFaceDetector
 from workers.detectors.base import Detection
-from workers.video.chunk import ChunkWork, redact_chunk
+from workers.video.chunk import ChunkWork, _overlapping, _overlapping_any, redact_chunk
 
 Box = tuple[float, float, float, float]
 POLICY = Policy(name="handover-test", raw_retention_s=3600, classes=["face"], chunk_seconds=1.0,
@@ -131,3 +131,22 @@ def test_faint_blinking_spots_keep_their_masks_across_boundaries(seed: int) -> N
                                        schedule)
     assert len(boundaries) == 3
     assert _flicker(boxes) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_overlap_checked_frame_by_frame_equals_the_check_against_all_frames(seed: int) -> None:
+    # the fill's shortcut (compare only what earlier frames did not overlap) must not change
+    # which boxes a gap lacks
+    rng = np.random.default_rng(seed)
+
+    def boxes(n: int) -> NDArray[np.float64]:
+        xy = rng.uniform(0, 300, (n, 2))
+        return np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], axis=1)
+
+    mine = boxes(200)
+    groups = [np.concatenate([mine[rng.random(200) < 0.6] + rng.normal(0, 3, 4), boxes(30)])
+              for _ in range(3)] + [boxes(0)]
+    expected = _overlapping(mine, np.concatenate(groups))
+    assert 0 < expected.sum() < len(mine)
+    assert (_overlapping_any(mine, groups) == expected).all()
+    assert not _overlapping_any(mine, []).any() and len(_overlapping_any(mine[:0], groups)) == 0
