@@ -8,6 +8,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,9 @@ from producer.cli_common import (
     service_errors,
 )
 from schemas.enums import JobState
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -136,18 +140,16 @@ def _output_keys(source_ids: list[uuid.UUID | None], settings) -> dict[uuid.UUID
 @click.argument("source_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def status(source_id: str | None, as_json: bool) -> None:
-    """Counts per state, failures and deletions due; or one source's full lineage."""
-    from producer.status import lineage, overview
+    """Counts per state, failures and deletions due; or one source's lineage (--json: the
+    whole record)."""
+    from producer.status import overview
     settings = load_settings()
+    if source_id is not None:
+        _source_status(source_id, as_json, settings)
+        return
     with service_errors():
-        if source_id is None:
-            data = overview(settings)
-        else:
-            found = lineage(parse_source_ids((source_id,))[0], settings)
-            if found is None:
-                raise click.ClickException(f"no source {source_id}")
-            data = found
-    if as_json or source_id is not None:
+        data = overview(settings)
+    if as_json:
         emit(True, data, list)
         return
     jobs, dels = data["jobs"], data["deletions"]
@@ -173,6 +175,19 @@ def status(source_id: str | None, as_json: bool) -> None:
         click.echo(f"video   source {v['source_id']}  chunks {v['chunks_done']}/{v['chunks']}"
                    f"  frames {v['frames_done']}/{v['frames']}"
                    + ("  assembling" if v["assembling"] else ""))
+
+
+def _source_status(source_id: str, as_json: bool, settings: Settings) -> None:
+    from producer.status import lineage, lineage_lines
+    with service_errors():
+        data = lineage(parse_source_ids((source_id,))[0], settings)
+    if data is None:
+        raise click.ClickException(f"no source {source_id}")
+    if as_json:
+        emit(True, data, list)
+        return
+    for line in lineage_lines(data):
+        click.echo(printable(line))  # a file name or an error may hold control characters
 
 
 @click.command()

@@ -56,6 +56,63 @@ def lineage(source_id: uuid.UUID, settings: Settings) -> dict[str, Any] | None:
     return None if rows is None else _jsonable(rows)
 
 
+def lineage_lines(data: dict[str, Any]) -> list[str]:
+    """One source's lineage for a person reading it (`veil status SOURCE_ID`; ``--json`` gives
+    the whole record): the source, each job, each output, detections per class, deletions and
+    legal holds, a line each."""
+    src = data["source"]
+    lines = [f"source {src['id']}  {src['kind']} {src['media_format']}  "
+             f"{src['original_name'] or '(no name)'}  {src['size_bytes']:,} bytes  "
+             f"policy {src['policy_name']} v{src['policy_version']}  {src['origin']}  "
+             f"ingested {_day_time(src['created_at'])}"]
+    if src.get("camera") or src.get("captured_at"):
+        lines.append(f"  camera {src.get('camera') or '-'}  captured "
+                     f"{_day_time(src.get('captured_at')) or '-'}")
+    lines.append(f"  raw {src['raw_bucket']}/{src['raw_key']}  version {src['raw_version_id']}")
+    for job in data["jobs"]:
+        frames = (f"  frames {job['frame_start']}+{job['frame_count']} ({job['frames_done']} done)"
+                  if job.get("frame_count") is not None else "")
+        kind = f"chunk {job['chunk_index']}" if job["kind"] == "chunk" else job["kind"]
+        lines.append(f"job {job['id']}  {kind}  {job['state']}  "
+                     f"attempts {job['attempts']}{_causes(job.get('attempt_causes'))}  "
+                     f"worker {job['worker'] or '-'}{frames}"
+                     + (f"  error: {job['error']}" if job.get("error") else ""))
+    for art in data["artifacts"]:
+        guard = (art.get("params") or {}).get("guard", {}).get("action")
+        size = f"{art['width']}x{art['height']}  " if art.get("width") else ""
+        lines.append(f"output {art['stage']}  {art['bucket']}/{art['key']}  {size}"
+                     f"{art['size_bytes']:,} bytes  sha256 {art['sha256'][:16]}...  model "
+                     f"{art['model_version']}" + (f"  guard {guard}" if guard else ""))
+    per_class: dict[str, int] = {}
+    for det in data["detections"]:
+        per_class[det["class"]] = per_class.get(det["class"], 0) + 1
+    lines.append(f"detections {len(data['detections'])}"
+                 + "".join(f"  {cls} {n}" for cls, n in sorted(per_class.items())))
+    for dele in data["deletions"]:
+        when = (f"done {_day_time(dele['done_at'])}" if dele.get("done_at")
+                else f"due {_day_time(dele['due_at'])}")
+        lines.append(f"deletion {dele['bucket']}/{dele['key']}  {dele['state']}  {when}  "
+                     f"({dele['reason']})" + (f"  last error: {dele['last_error']}"
+                                              if dele.get("last_error") else ""))
+    for hold in data["legal_holds"]:
+        released = (f"released {_day_time(hold['released_at'])} by {hold['released_by']}"
+                    if hold.get("released_at") else "ACTIVE")
+        lines.append(f"legal hold {released}  set {_day_time(hold['set_at'])} by "
+                     f"{hold['set_by']}: {hold['reason']}")
+    return lines
+
+
+def _causes(counts: dict[str, int] | None) -> str:
+    """`` (redelivered 1, lease_expired 2)``: why attempts ended, when any did."""
+    shown = [f"{cause} {n}" for cause, n in sorted((counts or {}).items()) if n]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _day_time(value: str | None) -> str | None:
+    """An ISO timestamp as day and time to the second, UTC as stored."""
+    return value[:19].replace("T", " ") if value else None
+
+
 def overdue_warning(data: dict[str, Any]) -> str | None:
     """The line `veil status` shouts when a retention deadline was missed (invariant 4)."""
     dels = data["deletions"]

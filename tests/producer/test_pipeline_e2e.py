@@ -100,13 +100,28 @@ def test_status_shows_lineage_and_failures(clean_ledger: Settings, worker: objec
     assert overview["jobs"]["succeeded"] == 1 and overview["jobs"]["failed"] == 1
     assert overview["failures"][0]["source_id"] == sources["empty.jpg"]["source_id"]
     assert overview["deletions"]["due"] >= 2  # raw deadlines (and the output's)
-    lineage = json.loads(veil("status", sources["crew.jpeg"]["source_id"]).stdout)
+    crew = sources["crew.jpeg"]["source_id"]
+    lineage = json.loads(veil("status", crew, "--json").stdout)
     artifact = lineage["artifacts"][0]
     assert artifact["model_version"].startswith("centerface-")
     assert artifact["params"] and len(artifact["sha256"]) == 64
-    assert any(d["class"] == "face" for d in lineage["detections"])
+    faces = sum(d["class"] == "face" for d in lineage["detections"])
+    assert faces > 0
     assert {d["bucket"] for d in lineage["deletions"]} == {
         clean_ledger.s3.bucket_raw, clean_ledger.s3.bucket_redacted}
+    # the same lineage as a person reads it: a line per record, no JSON
+    text = veil("status", crew).stdout.splitlines()
+    assert text[0].startswith(f"source {crew}  image jpeg  crew.jpeg  ")
+    assert f"job {lineage['jobs'][0]['id']}  image  succeeded  attempts 1" in "\n".join(text)
+    assert any(line.startswith(f"output redact  {artifact['bucket']}/{artifact['key']}")
+               and line.endswith(f"guard {artifact['params']['guard']['action']}")
+               for line in text), text
+    assert f"detections {len(lineage['detections'])}  face {faces}" in text
+    assert sorted(line.split()[1].split("/")[0] for line in text
+                  if line.startswith("deletion ")) == sorted(
+        [clean_ledger.s3.bucket_raw, clean_ledger.s3.bucket_redacted])
+    failed = veil("status", sources["empty.jpg"]["source_id"]).stdout
+    assert "  failed  " in failed and "error: " in failed and "{" not in failed
 
 
 def test_same_bytes_twice_make_one_source(clean_ledger: Settings, worker: object,

@@ -139,8 +139,11 @@ def _audio_times(data: bytes) -> list[Fraction]:
 def test_lineage_records_chunks_frame_ranges_detections_and_chunk_deletion(
         pipeline_run: dict, services: Settings) -> None:  # type: ignore[type-arg]
     source_id = pipeline_run["sources"]["meta.mp4"]["source_id"]
-    lineage = json.loads(veil("status", source_id).stdout)
+    lineage = json.loads(veil("status", source_id, "--json").stdout)
     chunks = [j for j in lineage["jobs"] if j["kind"] == "chunk"]
+    text = veil("status", source_id).stdout
+    for index, start in enumerate((0, 10, 20)):
+        assert f"  chunk {index}  succeeded  " in text and f"frames {start}+10 (10 done)" in text
     assert [(j["frame_start"], j["frame_count"]) for j in chunks] == [(0, 10), (10, 10), (20, 10)]
     assert all(j["state"] == "succeeded" and j["frames_done"] == 10 for j in chunks)
     assert [j["state"] for j in lineage["jobs"] if j["kind"] == "assemble"] == ["succeeded"]
