@@ -44,7 +44,7 @@ from bench.throughput_redact import (  # noqa: E402
     proc_stats,
     run_measured,
 )
-from infra.broker import make_celery  # noqa: E402
+from infra.broker import QUEUE_IMAGES, make_celery, queue_depth  # noqa: E402
 from infra.db import apply_migrations  # noqa: E402
 from infra.objectstore import client_for, delete_all_versions  # noqa: E402
 from infra.policies import get_policy  # noqa: E402
@@ -129,19 +129,24 @@ def run_pipeline(images: Path, concurrency: int, out: Path,
         started = time.monotonic()
         results = ingest(items, options, settings, app)
         ingest_s = time.monotonic() - started
+        queued = None
         if worker is None:
+            queued = queue_depth(app, settings, QUEUE_IMAGES)
             cpu_before = _cpu_seconds()
             worker = _start_worker(concurrency, out)
         ids = [r.source_id for r in results if r.source_id]
         deadline = time.monotonic() + 1800
         states: dict[uuid.UUID, tuple[str, str | None]] = {}
         while time.monotonic() < deadline:
-            states = wait_for(ids, settings, timeout_s=0.5)
+            # one look a second: this observer's own CPU is not the pipeline's
+            time.sleep(1.0)
+            states = wait_for(ids, settings, timeout_s=0)
             peak[0] = max(peak[0], _tree_rss_kib(worker.pid))
             if all(s in ("succeeded", "failed") for s, _ in states.values()):
                 break
         seconds = _drain_seconds(settings.db.url) if drain else time.monotonic() - started
         cpu_after = _cpu_seconds()
+        parent_cpu_s = proc_stats()[worker.pid].cpu_s
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -158,6 +163,11 @@ def run_pipeline(images: Path, concurrency: int, out: Path,
             "duplicates": sum(r.duplicate for r in results),
             "images_per_s": round(len(ids) / seconds, 1),
             "worker_peak_rss_mb": round(peak[0] / 1024, 1), "concurrency": concurrency,
+            # the node's Celery main process (messages, acks, Flower's events), beside its
+            # children's share in cpu_s_by_process; with --drain, the messages the jobs took
+            "worker_main_process_cpu_s": round(parent_cpu_s, 1),
+            "images_per_task": settings.limits.images_per_task,
+            **({"messages_queued": queued} if queued is not None else {}),
             "measured": "drain: first claim to last job done" if drain
             else "first ingest to last job done",
             "job_stage_median_ms": _stage_medians(settings.db.url),

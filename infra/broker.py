@@ -14,6 +14,7 @@ Reliability choices, each pinned by a test:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -77,6 +78,7 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_default_queue": maint_q,
         "task_routes": {
             messages.REDACT_IMAGE: {"queue": queue_name(settings, QUEUE_IMAGES)},
+            messages.REDACT_IMAGES: {"queue": queue_name(settings, QUEUE_IMAGES)},
             messages.REDACT_CHUNK: {"queue": queue_name(settings, QUEUE_CHUNKS)},
             messages.ASSEMBLE_VIDEO: {"queue": queue_name(settings, QUEUE_ASSEMBLY)},
             messages.RELAY_OUTBOX: {"queue": maint_q},
@@ -111,3 +113,17 @@ def make_celery(settings: Settings | None = None, name: str = "veil") -> Celery:
 def send_job(app: Celery, task_name: str, job_id: str) -> None:
     """Send a job task by name (the producer never imports the workers). Ids only."""
     app.send_task(task_name, args=messages.job_task_args(job_id))
+
+
+def send_image_batch(app: Celery, job_ids: Sequence[str]) -> None:
+    """Send several image jobs as one ``REDACT_IMAGES`` message (one job: ``REDACT_IMAGE``)."""
+    if len(job_ids) == 1:
+        send_job(app, messages.REDACT_IMAGE, job_ids[0])
+    else:
+        app.send_task(messages.REDACT_IMAGES, args=messages.job_batch_args(list(job_ids)))
+
+
+def queue_depth(app: Celery, settings: Settings, queue: str) -> int:
+    """Messages waiting in one workload's queue (a Redis list; running tasks are not in it)."""
+    with app.pool.acquire(block=True) as conn:
+        return int(conn.default_channel.client.llen(queue_name(settings, queue)))

@@ -121,6 +121,13 @@ class LimitSettings(BaseModel):
     max_attempts: int = 8
     retry_backoff_max_s: int = 120
     relay_grace_s: int = 30
+    # Several images per task when the queue is deep: once the images queue holds at least
+    # images_batch_depth messages, image jobs are sent up to images_per_task ids a message, so a
+    # node spends its broker round trips, acks and Flower events per batch, not per image
+    # (docs/configuration.md gives the figures). A shallow queue gets one image a message, so an
+    # idle node's children all start at once. images_per_task 1 turns batching off.
+    images_per_task: int = Field(default=8, ge=1, le=64)
+    images_batch_depth: int = Field(default=16, ge=0)
     # A queued job whose message may be lost (Redis restarted without persistence) is re-sent.
     requeue_after_s: int = 1800
     # An object in raw/work/redacted with no ledger row, older than this, gets a deletion task

@@ -27,7 +27,8 @@ def test_celery_reliability_settings() -> None:
 
 def test_every_task_is_routed_and_scheduled() -> None:
     config = celery_config(Settings())
-    assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.REDACT_CHUNK,
+    assert set(config["task_routes"]) == {messages.REDACT_IMAGE, messages.REDACT_IMAGES,
+                                          messages.REDACT_CHUNK,
                                           messages.ASSEMBLE_VIDEO, messages.RELAY_OUTBOX,
                                           messages.SWEEP_LEASES, messages.PURGE,
                                           messages.RECONCILE_OBJECTS, messages.ERASE}
@@ -158,6 +159,7 @@ def test_each_workload_has_its_own_queue() -> None:
     plain = Settings(broker=BrokerSettings(queue_prefix="veil"))
     routes = celery_config(plain)["task_routes"]
     assert routes[messages.REDACT_IMAGE]["queue"] == "veil.images"
+    assert routes[messages.REDACT_IMAGES]["queue"] == "veil.images"  # several images a message
     assert routes[messages.REDACT_CHUNK]["queue"] == "veil.chunks"
     assert routes[messages.ASSEMBLE_VIDEO]["queue"] == "veil.assembly"
     assert routes[messages.PURGE]["queue"] == routes[messages.ERASE]["queue"] == "veil.retention"

@@ -14,7 +14,8 @@ Each retry counts its cause on the job (``transient`` or ``error``; the sweeper 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -80,9 +81,13 @@ def _count_retry(settings: Settings, job_id: str, cause: str) -> None:
 
 
 def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
-                body: Callable[[], Any]) -> Any:
+                body: Callable[[], Any], in_batch: bool = False) -> Any:
     """Run a job body under the retry policy, its lease renewed by heartbeat meanwhile; returns
-    the body's result or ``"failed"``."""
+    the body's result or ``"failed"``.
+
+    ``in_batch``: the job is one of several in its message, so a retry re-sends this job alone
+    (a new message, its retry count one up) and returns ``"retrying"``; the message's other
+    jobs go on. Otherwise the retry re-sends the message and raises, as Celery retries do."""
     retries = int(task.request.retries or 0)
     try:
         with LeaseHeartbeat(settings, job_id, actor):
@@ -111,4 +116,32 @@ def run_guarded(task: Task, settings: Settings, job_id: str, actor: str,
         _count_retry(settings, job_id, cause)
         wait = backoff_s(retries + 1, TASK_BACKOFF_BASE_S, settings.limits.retry_backoff_max_s,
                          jitter=True)
+        if in_batch:
+            task.retry(args=[job_id], exc=exc, countdown=wait, max_retries=allowed, throw=False)
+            return "retrying"
         raise task.retry(exc=exc, countdown=wait, max_retries=allowed) from exc
+
+
+def run_batch(task: Task, settings: Settings, actor: str, job_ids: Sequence[str],
+              body: Callable[[str], Any]) -> list[Any]:
+    """Run the jobs of one message one after another, each under the retry policy on its own
+    (a permanent failure fails that job, a transient one re-sends that job alone; the others go
+    on), and return each job's result.
+
+    The time limits are the message's: once half the soft limit has passed, the jobs not yet
+    started are re-sent as a new message (no retry counted) and this one ends, so a batch of
+    large images never reaches the hard limit with jobs left unrun.
+    """
+    started = time.monotonic()
+    outcomes: list[Any] = []
+    for done, job_id in enumerate(job_ids):
+        elapsed = time.monotonic() - started
+        if done and elapsed >= settings.limits.task_soft_time_limit_s / 2:
+            rest = list(job_ids[done:])
+            log.info("batch %s: %d jobs re-sent after %.0f s", task.request.id, len(rest), elapsed)
+            task.app.send_task(task.name, args=rest)
+            return [*outcomes, *(["re-sent"] * len(rest))]
+        outcomes.append(run_guarded(task, settings, job_id, actor,
+                                    lambda job_id=job_id: body(job_id),  # type: ignore[misc]
+                                    in_batch=len(job_ids) > 1))
+    return outcomes

@@ -26,6 +26,12 @@ def redact_image(self: JobTask, job_id: str) -> Any:
         job_id, settings, runtime.detector(), actor, runtime.storage()))
 
 
+@app.task(name=messages.REDACT_IMAGES, bind=True, base=JobTask)
+def redact_images(self: JobTask, *job_ids: str) -> list[Any]:
+    return self.run_jobs(job_ids, lambda job_id, settings, actor: process_image_job(
+        job_id, settings, runtime.detector(), actor, runtime.storage()))
+
+
 @celeryd_after_setup.connect
 def _share_cores(sender: str, instance: Any, **kwargs: Any) -> None:
     """Unless configured, give each pool child its share of the cores for onnxruntime."""

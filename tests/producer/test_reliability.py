@@ -14,8 +14,9 @@ from infra import outbox
 from infra.broker import make_celery
 from infra.objectstore import client_for, list_all_versions
 from infra.policies import get_policy
-from infra.settings import Settings
+from infra.settings import LimitSettings, Settings
 from producer.ingest import IngestOptions, _file_input, _ingest_one, wait_for
+from schemas import messages
 from tests.conftest import face_image, jpeg_bytes, start_worker, stop_worker
 
 
@@ -48,6 +49,38 @@ def test_relay_sends_an_outbox_row_that_was_never_sent(
     states = wait_for([result.source_id], clean_ledger, timeout_s=60)
     assert states[result.source_id][0] == "succeeded"
     assert outbox.relay(make_celery(clean_ledger), clean_ledger, older_than_s=0) == 0
+
+
+def test_a_batch_of_images_is_redacted_one_by_one_and_a_bad_one_fails_alone(
+        clean_ledger: Settings, worker: object, tmp_path: Path, unique_seed: int) -> None:
+    # given four committed image jobs, one whose original no longer matches its sha256
+    results = []
+    for i in range(4):
+        path = tmp_path / f"batch-{i}.jpg"
+        path.write_bytes(jpeg_bytes(face_image(unique_seed + i)))
+        results.append(_ingest_without_sending(path, clean_ledger))
+    tampered = results[1]
+    with psycopg.connect(clean_ledger.db.url) as conn:
+        conn.execute("UPDATE sources SET sha256 = repeat('0', 64) WHERE id = %s",
+                     (tampered.source_id,))
+        rows = conn.execute("SELECT id, task_name, job_id::text FROM outbox"
+                            " WHERE job_id = ANY(%s) ORDER BY id",
+                            ([r.job_id for r in results],)).fetchall()
+    # when they are sent as one message (a queue deep enough for batches)
+    limits = {**clean_ledger.limits.model_dump(), "images_batch_depth": 0}
+    deep = clean_ledger.model_copy(update={"limits": LimitSettings(**limits)})
+    assert [m.task_name for m in outbox.plan_messages(rows, deep.limits.images_per_task)] == [
+        messages.REDACT_IMAGES]
+    assert outbox.send_rows(make_celery(deep), deep, rows) == 4
+    # then the worker redacts the three good ones and fails the tampered one, naming why
+    states = wait_for([r.source_id for r in results], clean_ledger, timeout_s=60)
+    assert {r.source_id: states[r.source_id][0] for r in results} == {
+        r.source_id: "failed" if r is tampered else "succeeded" for r in results}
+    assert "does not match its recorded" in (states[tampered.source_id][1] or "")
+    with psycopg.connect(clean_ledger.db.url) as conn:
+        stored = conn.execute("SELECT count(*) FROM artifacts WHERE source_id = ANY(%s)",
+                              ([r.source_id for r in results],)).fetchone()
+    assert stored is not None and stored[0] == 3
 
 
 def test_running_the_same_job_twice_leaves_one_set_of_rows(

@@ -33,6 +33,10 @@ def test_task_arguments_are_ids_only() -> None:
     assert messages.job_task_args(job) == [str(job)]
     with pytest.raises(ValueError):
         messages.job_task_args("holiday-photo.jpg")
+    batch = [uuid.uuid4(), uuid.uuid4()]
+    assert messages.job_batch_args(batch) == [str(j) for j in batch]
+    with pytest.raises(ValueError):  # one file name among ids spoils the whole message
+        messages.job_batch_args([batch[0], "holiday-photo.jpg"])
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("10s", 10),

@@ -18,9 +18,10 @@ from infra.objectstore import TransientStorageError
 from infra.settings import LimitSettings, Settings
 from tests.conftest import face_image, jpeg_bytes
 from tests.rights import execute, ingest_file, rows
+from workers.imageio import BadInputError
 from workers.lease import LeaseHeartbeat
 from workers.maintenance import sweep
-from workers.reliability import run_guarded
+from workers.reliability import run_batch, run_guarded
 
 
 @pytest.fixture()
@@ -108,12 +109,18 @@ class _Retry(Exception):
     pass
 
 
-def _task(retries: int) -> Any:
-    """The two things run_guarded reads from a bound Celery task: its retry count and retry()."""
+def _task(retries: int, name: str = "veil.redact_image") -> Any:
+    """What run_guarded and run_batch read from a bound Celery task: its retry count, retry()
+    (each call's arguments kept in ``retried``) and its app's send_task (kept in ``sent``)."""
+    retried: list[dict[str, Any]] = []
+    sent: list[tuple[str, list[str]]] = []
+
     def retry(**kwargs: Any) -> _Retry:
+        retried.append(kwargs)
         return _Retry()
-    return SimpleNamespace(name="veil.redact_image", request=SimpleNamespace(retries=retries),
-                           retry=retry)
+    app = SimpleNamespace(send_task=lambda task, args: sent.append((task, args)))
+    return SimpleNamespace(name=name, request=SimpleNamespace(retries=retries, id="batch-1"),
+                           retry=retry, retried=retried, app=app, sent=sent)
 
 
 def test_transient_retries_are_counted_and_named_when_the_job_gives_up(
@@ -145,3 +152,66 @@ def test_describe_causes_reads_as_text() -> None:
     assert jobs.describe_causes({}) == "no cause recorded"
     assert jobs.describe_causes({"error": 1, "resent": 3}) == (
         "unexpected error once, re-sent after waiting in the queue 3 times")
+
+
+@pytest.fixture()
+def three_jobs(short: Settings, tmp_path: Path, unique_seed: int) -> list[str]:
+    ids = []
+    for i in range(3):
+        path = tmp_path / f"batch-{i}.jpg"
+        path.write_bytes(jpeg_bytes(face_image(unique_seed + i, size=64)))
+        result = ingest_file(short, path)
+        assert result.job_id is not None
+        ids.append(str(result.job_id))
+    return ids
+
+
+def test_a_batch_runs_each_job_on_its_own_a_transient_one_retried_alone(
+        short: Settings, three_jobs: list[str]) -> None:
+    transient, permanent, fine = three_jobs
+
+    def body(job_id: str) -> str:
+        with db.transaction(short) as conn:
+            ledger.claim_job(conn, job_id, "worker-a", short.limits.job_lease_s)
+        if job_id == transient:
+            raise TransientStorageError("object store unavailable: ConnectionRefusedError")
+        if job_id == permanent:
+            raise BadInputError("not a decodable image")
+        return "succeeded"
+
+    # when one message holds three jobs: S3 fails for the first, the second is bad input
+    task = _task(0, "veil.redact_images")
+    outcomes = run_batch(task, short, "worker-a", three_jobs, body)
+    # then the first is re-sent alone (a new message, its retry counted) and the others go on
+    assert outcomes == ["retrying", "failed", "succeeded"]
+    assert len(task.retried) == 1
+    assert task.retried[0]["args"] == [transient] and task.retried[0]["throw"] is False
+    assert task.retried[0]["max_retries"] == short.limits.max_attempts - 1
+    job = _job(short, uuid.UUID(transient))
+    assert job["state"] == "queued" and job["attempt_causes"] == {"transient": 1}
+    job = _job(short, uuid.UUID(permanent))
+    assert job["state"] == "failed" and job["error"] == "not a decodable image"
+    assert task.sent == []
+
+
+def test_a_batch_past_half_its_soft_limit_re_sends_the_jobs_not_started(
+        short: Settings, three_jobs: list[str]) -> None:
+    limits = {**short.limits.model_dump(), "task_soft_time_limit_s": 2,
+              "task_hard_time_limit_s": 3}
+    tight = short.model_copy(update={"limits": LimitSettings(**limits)})
+    ran: list[str] = []
+
+    def slow(job_id: str) -> str:
+        ran.append(job_id)
+        time.sleep(1.05)  # past half the 2 s soft limit
+        return "succeeded"
+
+    task = _task(0, "veil.redact_images")
+    outcomes = run_batch(task, tight, "worker-a", three_jobs, slow)
+    # the first ran; the two not started go back as one new message, no attempt counted
+    assert ran == three_jobs[:1]
+    assert outcomes == ["succeeded", "re-sent", "re-sent"]
+    assert task.sent == [("veil.redact_images", three_jobs[1:])]
+    for job_id in three_jobs[1:]:
+        job = _job(tight, uuid.UUID(job_id))
+        assert job["state"] == "queued" and job["attempts"] == 0 and not job["attempt_causes"]
