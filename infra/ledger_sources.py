@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -60,7 +60,10 @@ _INSERT_SOURCE = (
 
 def insert_source(conn: Conn, source: NewSource) -> bool:
     """Write the source row; False when its bytes are already a source (a duplicate)."""
-    values = {**asdict(source), "policy": Jsonb(source.policy)}
+    # getattr, not dataclasses.asdict: asdict deep-copies the policy (about 0.7 ms a source,
+    # an eighth of the ingest's own CPU on faces-dev) only for Jsonb to serialise it.
+    values = {c: getattr(source, c) for c in _COLUMNS}
+    values["policy"] = Jsonb(source.policy)
     return conn.execute(_INSERT_SOURCE, values).fetchone() is not None
 
 
