@@ -104,7 +104,8 @@ class Watcher:
             self.handed_over = 0
 
     def queue_depth(self) -> int:
-        """Jobs waiting in every job workload's queue (images, chunks, assembly)."""
+        """Messages waiting in every job workload's queue (images, chunks, assembly): one job
+        each, except a bulk ingest's image batches (up to ``limits.images_per_task`` jobs)."""
         return sum(int(self.broker.llen(queue_name(self.settings, q)))  # type: ignore[arg-type]
                    for q in JOB_QUEUES)
 
