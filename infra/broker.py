@@ -110,17 +110,10 @@ def make_celery(settings: Settings | None = None, name: str = "veil") -> Celery:
     return app
 
 
-def send_job(app: Celery, task_name: str, job_id: str) -> None:
-    """Send a job task by name (the producer never imports the workers). Ids only."""
-    app.send_task(task_name, args=messages.job_task_args(job_id))
-
-
-def send_image_batch(app: Celery, job_ids: Sequence[str]) -> None:
-    """Send several image jobs as one ``REDACT_IMAGES`` message (one job: ``REDACT_IMAGE``)."""
-    if len(job_ids) == 1:
-        send_job(app, messages.REDACT_IMAGE, job_ids[0])
-    else:
-        app.send_task(messages.REDACT_IMAGES, args=messages.job_batch_args(list(job_ids)))
+def send_jobs(app: Celery, task_name: str, job_ids: Sequence[str]) -> None:
+    """Send a job task by name (the producer never imports the workers): one job id, or
+    several for ``REDACT_IMAGES``. Ids only."""
+    app.send_task(task_name, args=messages.job_batch_args(list(job_ids)))
 
 
 def queue_depth(app: Celery, settings: Settings, queue: str) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from infra import db
-from infra.broker import QUEUE_IMAGES, queue_depth, send_image_batch, send_job
+from infra.broker import QUEUE_IMAGES, queue_depth, send_jobs
 from infra.db import Conn
 from infra.settings import Settings
 from schemas import messages
@@ -66,13 +66,6 @@ def images_per_message(app: Celery, settings: Settings, rows: Sequence[Row]) -> 
     return limits.images_per_task if deep else 1
 
 
-def _send(app: Celery, message: Message) -> None:
-    if message.task_name == messages.REDACT_IMAGES:
-        send_image_batch(app, message.job_ids)
-    else:
-        send_job(app, message.task_name, message.job_ids[0])
-
-
 def send_rows(app: Celery, settings: Settings, rows: Sequence[Row]) -> int:
     """Send (outbox id, task name, job id) rows and mark each sent; returns how many were sent.
 
@@ -86,7 +79,7 @@ def send_rows(app: Celery, settings: Settings, rows: Sequence[Row]) -> int:
         per_message = 1
     for message in plan_messages(rows, per_message):
         try:
-            _send(app, message)
+            send_jobs(app, message.task_name, message.job_ids)
         except Exception as exc:  # noqa: BLE001 - the relay retries every unsent row
             log.warning("outbox %s: send of jobs %s failed: %s", message.outbox_ids,
                         message.job_ids, exc)
@@ -117,7 +110,7 @@ def relay(app: Celery, settings: Settings, older_than_s: int | None = None,
         ).fetchall()
         batch = [(r["id"], r["task_name"], str(r["job_id"])) for r in rows]
         for message in plan_messages(batch, images_per_message(app, settings, batch)):
-            _send(app, message)
+            send_jobs(app, message.task_name, message.job_ids)
         if batch:
             _mark_sent(conn, [outbox_id for outbox_id, _, _ in batch])
     return len(batch)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -141,7 +142,6 @@ def run_batch(task: Task, settings: Settings, actor: str, job_ids: Sequence[str]
             log.info("batch %s: %d jobs re-sent after %.0f s", task.request.id, len(rest), elapsed)
             task.app.send_task(task.name, args=rest)
             return [*outcomes, *(["re-sent"] * len(rest))]
-        outcomes.append(run_guarded(task, settings, job_id, actor,
-                                    lambda job_id=job_id: body(job_id),  # type: ignore[misc]
+        outcomes.append(run_guarded(task, settings, job_id, actor, partial(body, job_id),
                                     in_batch=len(job_ids) > 1))
     return outcomes

@@ -6,12 +6,13 @@ Arguments are job ids only, so Flower, Redis and logs never see file names or pi
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from celery.signals import celeryd_after_setup
 
 from infra import outbox
-from infra.settings import get_settings, reset_settings_cache
+from infra.settings import Settings, get_settings, reset_settings_cache
 from schemas import messages
 from workers import maintenance, runtime
 from workers.app import app
@@ -20,16 +21,18 @@ from workers.job_task import JobTask
 from workers.retention import reconcile
 
 
+def _image_job(job_id: str, settings: Settings, actor: str) -> Any:
+    return process_image_job(job_id, settings, runtime.detector(), actor, runtime.storage())
+
+
 @app.task(name=messages.REDACT_IMAGE, bind=True, base=JobTask)
 def redact_image(self: JobTask, job_id: str) -> Any:
-    return self.run_job(job_id, lambda settings, actor: process_image_job(
-        job_id, settings, runtime.detector(), actor, runtime.storage()))
+    return self.run_job(job_id, partial(_image_job, job_id))
 
 
 @app.task(name=messages.REDACT_IMAGES, bind=True, base=JobTask)
 def redact_images(self: JobTask, *job_ids: str) -> list[Any]:
-    return self.run_jobs(job_ids, lambda job_id, settings, actor: process_image_job(
-        job_id, settings, runtime.detector(), actor, runtime.storage()))
+    return self.run_jobs(job_ids, _image_job)
 
 
 @celeryd_after_setup.connect
